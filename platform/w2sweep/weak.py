@@ -1,0 +1,100 @@
+"""Weak labels: a weak supervisor trained on ground truth, its soft labels cached in storage.
+
+The cache key is a content hash of everything that determines the labels (dataset, pools, supervisor
+and its settings, seed), so every cell that needs them reads one object, and a change to any of those
+inputs makes a new one instead of silently reusing a stale one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from w2sweep.storage import AlreadyExists, Storage
+
+WEAK_LABELS_VERSION = 1
+_POOLS = ("weak_label", "val", "test")
+
+
+@dataclass(frozen=True)
+class WeakLabels:
+    """Soft labels P(label=1) from the weak supervisor, one array per pool, in pool order."""
+
+    weak_label: np.ndarray  # [len(weak-label pool)]
+    val: np.ndarray  # [len(validation pool)]
+    test: np.ndarray  # [len(test pool)]
+    test_accuracy: float  # against gold labels: the weak floor
+
+
+def weak_labels_key(dataset, weak_supervisor, seed: int) -> str:
+    blob = dict(dataset=dataset.model_dump(mode="json"), weak=weak_supervisor.model_dump(mode="json"),
+                seed=seed, version=WEAK_LABELS_VERSION)
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _object_key(sweep: str, key: str) -> str:
+    return f"{sweep}/weak_labels/{key}.parquet"
+
+
+def _to_parquet(labels: WeakLabels) -> bytes:
+    pools = [p for p in _POOLS for _ in range(len(getattr(labels, p)))]
+    table = pa.table({
+        "pool": pa.array(pools, pa.string()),
+        "position": pa.array([i for p in _POOLS for i in range(len(getattr(labels, p)))], pa.int32()),
+        "soft_label": pa.array(np.concatenate([getattr(labels, p) for p in _POOLS]), pa.float32()),
+    }).replace_schema_metadata({"test_accuracy": str(labels.test_accuracy)})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def _from_parquet(data: bytes) -> WeakLabels:
+    table = pq.read_table(io.BytesIO(data))
+    pools = np.asarray(table["pool"].to_pylist())
+    soft = table["soft_label"].to_numpy()
+    arrays = {p: soft[pools == p] for p in _POOLS}
+    return WeakLabels(**arrays, test_accuracy=float(table.schema.metadata[b"test_accuracy"]))
+
+
+def load_weak_labels(storage: Storage, sweep: str, key: str) -> WeakLabels:
+    return _from_parquet(storage.read_bytes(_object_key(sweep, key)))
+
+
+def train_weak_supervisor(dataset, weak_supervisor, seed: int) -> WeakLabels:
+    """Fit the supervisor on its pool with gold labels and label the weak-label, validation and test
+    pools. Its own early stopping uses gold validation labels: it is trained on ground truth."""
+    from w2sweep.cells import pools_for, resolve_settings
+    from w2sweep.metrics import accuracy
+    from w2sweep.models import load_classifier
+    from w2sweep.train import fine_tune, predict
+
+    pools = pools_for(dataset, seed)
+    settings = resolve_settings(weak_supervisor)
+    tokenizer, model = load_classifier(
+        weak_supervisor.model, seed=seed, tokenizer_ref=weak_supervisor.tokenizer,
+        trust_remote_code=weak_supervisor.trust_remote_code,
+    )
+    fine_tune(model, tokenizer, pools.weak_train.texts, pools.weak_train.labels.astype(np.float32),
+              val_texts=pools.val.texts, val_labels=pools.val.labels, settings=settings, seed=seed)
+    scores = {p: predict(model, tokenizer, getattr(pools, p).texts, max_length=settings.max_length)
+              for p in _POOLS}
+    return WeakLabels(**scores, test_accuracy=accuracy(scores["test"], pools.test.labels))
+
+
+def ensure_weak_labels(storage: Storage, sweep: str, dataset, weak_supervisor, seed: int) -> str:
+    """Compute and store the weak labels for (dataset, supervisor, seed) unless already stored.
+    Returns the cache key. Safe to call concurrently: the first writer wins."""
+    key = weak_labels_key(dataset, weak_supervisor, seed)
+    if not storage.exists(_object_key(sweep, key)):
+        labels = train_weak_supervisor(dataset, weak_supervisor, seed)
+        try:
+            storage.write_once(_object_key(sweep, key), _to_parquet(labels))
+        except AlreadyExists:
+            pass
+    return key
