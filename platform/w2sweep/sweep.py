@@ -99,6 +99,8 @@ def run_sweep(config: SweepConfig) -> SweepReport:
                              storage_uri=config.storage),
         {"cpu": config.resources.cpu, "gpu": config.resources.gpu},
     )
+    # The progress bar below is the sweep's console output; Tune's own tables would interleave with it.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     progress = _Progress(total=len(cells), initial=report.num_skipped)
     tuner = tune.Tuner(
         trainable,
