@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 
-def xent(logits: torch.Tensor, soft_labels: torch.Tensor) -> torch.Tensor:
+def xent(logits: torch.Tensor, soft_labels: torch.Tensor, *, progress: float = 0.0) -> torch.Tensor:
     """Cross-entropy against soft targets: hard 0/1 labels are the special case of one-hot targets,
     and a weak supervisor's probabilities keep its confidence instead of rounding it away."""
     targets = torch.stack([1.0 - soft_labels, soft_labels], dim=-1).to(logits.dtype)

@@ -58,8 +58,10 @@ def _val_score(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def fine_tune(model, tokenizer, texts: list[str], soft_labels: np.ndarray, *,
               val_texts: list[str], val_labels: np.ndarray, settings: TrainSettings,
-              seed: int) -> dict:
+              seed: int, loss_fn=xent) -> dict:
     """Train `model` in place on (texts, soft_labels) with AdamW, linear warmup and cosine decay.
+
+    `loss_fn(logits [B,2], soft_labels [B], *, progress)` -> scalar, progress = step / total_steps in [0, 1].
 
     After each epoch the model is scored on the validation set (hard labels [V]); training stops after
     `settings.patience` epochs without a better validation AUROC and the best weights are restored.
@@ -83,7 +85,7 @@ def fine_tune(model, tokenizer, texts: list[str], soft_labels: np.ndarray, *,
         loss_sum = 0.0
         for idx in _batches(len(texts), settings.batch_size, rng):
             enc = _encode(tokenizer, [texts[i] for i in idx], settings.max_length).to(device)
-            loss = xent(model(**enc).logits, labels[idx].to(device))
+            loss = loss_fn(model(**enc).logits, labels[idx].to(device), progress=steps / total_steps)
             loss.backward()
             optimizer.step()
             scheduler.step()
