@@ -1,0 +1,48 @@
+import numpy as np
+
+from w2sweep.data import make_pools
+from w2sweep.data.synthetic import make_sentiment
+from w2sweep.config import PoolSizes
+from w2sweep.metrics import accuracy, auroc
+from w2sweep.models import load_classifier
+from w2sweep.train import TrainSettings, _val_score, fine_tune, predict
+
+SETTINGS = TrainSettings(lr=2e-3, epochs=6, batch_size=32, max_length=32, patience=2)
+
+
+def _pools():
+    return make_pools(make_sentiment(1500, seed=0), PoolSizes(weak_train=600, val=150, test=300), seed=0)
+
+
+def test_fine_tune_learns_from_labels_and_restores_best_validation_weights():
+    pools = _pools()
+    tokenizer, model = load_classifier("tiny-bert", seed=0)
+    before = accuracy(predict(model, tokenizer, pools.test.texts, max_length=32), pools.test.labels)
+    stats = fine_tune(model, tokenizer, pools.weak_train.texts, pools.weak_train.labels.astype(np.float32),
+                      val_texts=pools.val.texts, val_labels=pools.val.labels, settings=SETTINGS, seed=0)
+    scores = predict(model, tokenizer, pools.test.texts, max_length=32)
+    after = accuracy(scores, pools.test.labels)
+    assert stats["num_steps"] == stats["num_epochs"] * 19  # ceil(600 / 32) steps per epoch
+    assert after > max(before, 0.5) + 0.05, (before, after)
+    assert auroc(scores, pools.test.labels) > 0.6
+    # The weights left in the model are the best epoch's: they reproduce the best validation score.
+    val = predict(model, tokenizer, pools.val.texts, max_length=32)
+    assert _val_score(val, pools.val.labels) == stats["best_val_auroc"]
+
+
+def test_random_labels_teach_nothing():
+    pools = _pools()
+    tokenizer, model = load_classifier("tiny-bert", seed=0)
+    noise = np.random.default_rng(1).integers(0, 2, len(pools.weak_train)).astype(np.float32)
+    fine_tune(model, tokenizer, pools.weak_train.texts, noise, val_texts=pools.val.texts,
+              val_labels=pools.val.labels, settings=SETTINGS, seed=0)
+    assert abs(accuracy(predict(model, tokenizer, pools.test.texts, max_length=32), pools.test.labels) - 0.5) < 0.12
+
+
+def test_empty_stage_trains_nothing():
+    tokenizer, model = load_classifier("tiny-bert", seed=0)
+    before = [p.clone() for p in model.parameters()]
+    stats = fine_tune(model, tokenizer, [], np.zeros(0, np.float32), val_texts=["a"], val_labels=np.array([1]),
+                      settings=SETTINGS, seed=0)
+    assert stats["num_steps"] == 0
+    assert all((p == q).all() for p, q in zip(before, model.parameters()))
