@@ -46,3 +46,12 @@ def test_empty_stage_trains_nothing():
                       settings=SETTINGS, seed=0)
     assert stats["num_steps"] == 0
     assert all((p == q).all() for p, q in zip(before, model.parameters()))
+
+
+def test_few_labels_train_for_min_steps():
+    pools = _pools()
+    tokenizer, model = load_classifier("tiny-bert", seed=0)
+    settings = TrainSettings(lr=1e-3, epochs=2, batch_size=32, max_length=32, patience=5, min_steps=20)
+    stats = fine_tune(model, tokenizer, pools.oracle.texts[:8], pools.oracle.labels[:8].astype(np.float32),
+                      val_texts=pools.val.texts, val_labels=pools.val.labels, settings=settings, seed=0)
+    assert stats["num_steps"] == 20 and stats["num_epochs"] == 20

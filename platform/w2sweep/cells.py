@@ -150,7 +150,7 @@ def check_capacity(config: SweepConfig, cells: list[Cell]) -> None:
 def resolve_settings(spec: ModelSpec) -> TrainSettings:
     """The model's defaults overlaid with what the config sets."""
     base = default_settings(spec.model)
-    for name in ("lr", "epochs", "batch_size", "max_length"):
+    for name in ("lr", "epochs", "batch_size", "max_length", "min_steps"):
         if getattr(spec, name) is not None:
             base[name] = getattr(spec, name)
     return TrainSettings(**base, warmup_ratio=spec.warmup_ratio, weight_decay=spec.weight_decay,

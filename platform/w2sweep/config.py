@@ -85,6 +85,7 @@ class ModelSpec(_Strict):
     epochs: PositiveInt | None = None
     batch_size: PositiveInt | None = None
     max_length: PositiveInt | None = None
+    min_steps: Annotated[int, Field(ge=0)] | None = None  # optimizer steps at least, however few labels
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
     weight_decay: Annotated[float, Field(ge=0)] = 0.01
     patience: PositiveInt = 2  # evaluations without a better validation AUROC before stopping

@@ -49,9 +49,9 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # rate (the anchors fine-tune at 1e-5..5e-4 depending on size); models trained from scratch need a
 # much larger one and more epochs.
 _DEFAULTS = {
-    "packaged": dict(lr=5e-5, epochs=3, batch_size=32, max_length=64),
-    "tiny": dict(lr=1e-3, epochs=6, batch_size=32, max_length=64),
-    "pretrained": dict(lr=5e-5, epochs=3, batch_size=16, max_length=256),
+    "packaged": dict(lr=5e-5, epochs=3, batch_size=32, max_length=64, min_steps=60),
+    "tiny": dict(lr=1e-3, epochs=6, batch_size=32, max_length=64, min_steps=0),
+    "pretrained": dict(lr=5e-5, epochs=3, batch_size=16, max_length=256, min_steps=60),
 }
 
 

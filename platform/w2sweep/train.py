@@ -26,6 +26,7 @@ class TrainSettings:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     patience: int = 2  # epochs without a better validation AUROC before stopping
+    min_steps: int = 0  # small label sets repeat epochs until this many optimizer steps
 
 
 def _batches(n: int, batch_size: int, rng: np.random.Generator | None):
@@ -63,8 +64,9 @@ def fine_tune(model, tokenizer, texts: list[str], soft_labels: np.ndarray, *,
 
     `loss_fn(logits [B,2], soft_labels [B], *, progress)` -> scalar, progress = step / total_steps in [0, 1].
 
-    After each epoch the model is scored on the validation set (hard labels [V]); training stops after
-    `settings.patience` epochs without a better validation AUROC and the best weights are restored.
+    About `settings.epochs` times per stage the model is scored on the validation set (hard labels [V]);
+    training stops after `settings.patience` scorings without a better validation AUROC and the best
+    weights are restored. Stages with few labels repeat epochs until `settings.min_steps` steps.
     Returns {"num_steps", "num_epochs", "best_val_auroc", "train_loss"}.
     """
     if len(texts) == 0:
@@ -73,14 +75,18 @@ def fine_tune(model, tokenizer, texts: list[str], soft_labels: np.ndarray, *,
     torch.manual_seed(seed)
     device = next(model.parameters()).device
     steps_per_epoch = math.ceil(len(texts) / settings.batch_size)
-    total_steps = steps_per_epoch * settings.epochs
+    # A handful of labels gives a handful of steps per epoch: too few to move a pretrained model off a
+    # constant prediction. Like the anchors, train tiny stages for a minimum number of steps instead.
+    num_epochs = max(settings.epochs, math.ceil(settings.min_steps / steps_per_epoch))
+    total_steps = steps_per_epoch * num_epochs
+    eval_every = math.ceil(num_epochs / settings.epochs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(
         optimizer, num_warmup_steps=int(settings.warmup_ratio * total_steps), num_training_steps=total_steps
     )
     labels = torch.as_tensor(soft_labels, dtype=torch.float32)
     best_score, best_state, stale, steps, epoch, loss_sum = -math.inf, None, 0, 0, 0, 0.0
-    for epoch in range(1, settings.epochs + 1):
+    for epoch in range(1, num_epochs + 1):
         model.train()
         loss_sum = 0.0
         for idx in _batches(len(texts), settings.batch_size, rng):
@@ -92,6 +98,10 @@ def fine_tune(model, tokenizer, texts: list[str], soft_labels: np.ndarray, *,
             optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach()
             steps += 1
+        # Stretched stages (min_steps) still validate about `settings.epochs` times, so patience means
+        # the same thing whether an epoch is 1 step or 100.
+        if epoch % eval_every and epoch != num_epochs:
+            continue
         score = _val_score(predict(model, tokenizer, val_texts, max_length=settings.max_length), val_labels)
         if score > best_score:
             best_score, stale = score, 0
