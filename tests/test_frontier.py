@@ -201,7 +201,8 @@ def test_write_frontier_stores_the_tables_it_computes(tmp_path):
 
     summary = write_frontier(storage, "demo", tolerance=0.02)
 
-    names = ["curves.csv", "frontier.csv", "regimes.csv", "curves.png"]
+    names = ["curves.csv", "frontier.csv", "regimes.csv", "budget_table.csv", "pgr.csv", "curves.png",
+             "frontier.png", "budget_table.png", "report.html", "manifest.json"]
     assert summary["keys"] == [f"demo/frontier/{n}" for n in names]
     assert (summary["num_results"], summary["num_ignored"]) == (len(rows), 1)
     assert (summary["num_unreadable"], summary["unreadable"]) == (1, ["demo/cells/broken.json"])

