@@ -40,3 +40,7 @@ def write_config(tmp_path):
         return path
 
     return write
+
+
+# Real S3 servers on 127.0.0.1 (SeaweedFS, moto), started and stopped by the tests: see s3servers.py.
+from s3servers import moto_s3, s3_env, s3_server, seaweedfs  # noqa: E402, F401
