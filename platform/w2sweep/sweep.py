@@ -107,8 +107,10 @@ def run_sweep(config: SweepConfig) -> SweepReport:
         param_space={"cell_id": tune.grid_search([c.cell_id for c in todo])},
         tune_config=tune.TuneConfig(reuse_actors=True),
         run_config=tune.RunConfig(
-            name="tune", storage_path=os.path.abspath(storage.path(config.name)) if storage.is_local
-            else f"{config.storage.rstrip('/')}/{config.name}",
+            # Trial state and checkpoints live under the same root: <root>/<sweep>/tune (on S3 through
+            # a pyarrow S3FileSystem on the same endpoint, credentials from the same chain).
+            name="tune", storage_path=storage.path(config.name),
+            storage_filesystem=None if storage.is_local else storage.filesystem,
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             callbacks=[progress], verbose=0,
         ),
