@@ -68,8 +68,13 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     config, _ = _plan(args.config)
     from w2sweep.frontier import write_frontier
-    from w2sweep.storage import Storage
+    from w2sweep.storage import Storage, StorageError
     from w2sweep.sweep import run_sweep
+
+    try:  # wrong credentials, an unreachable endpoint, a missing bucket: one line, before any compute
+        Storage.from_uri(config.storage).check()
+    except StorageError as e:
+        raise BadInput([str(e)]) from None
 
     report = run_sweep(config)
     print(f"{config.name}: {report.num_done} cells finished, {report.num_skipped} already done, "
