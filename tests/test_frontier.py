@@ -1,15 +1,36 @@
-"""Curves, frontiers and regimes on hand-made result tables whose answers are known by construction."""
+"""Curves, frontiers, regimes, budget tables, PGR and re-costing on hand-made result tables whose
+answers are known by construction."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import math
 
 import pandas as pd
 import pytest
 
 from w2sweep.costs import label_cost, label_counts
-from w2sweep.frontier import ALL_METHODS, curves, pareto_frontier, plot_curves, regimes, write_frontier
+from w2sweep.frontier import (
+    ALL_METHODS,
+    GROUP,
+    add_dataset_groups,
+    aggregate,
+    budget_points,
+    budget_table,
+    curves,
+    gpu_seconds,
+    pareto_frontier,
+    pgr,
+    plot_budget_table,
+    plot_curves,
+    plot_frontier,
+    read_cells,
+    recost,
+    regimes,
+    write_frontier,
+)
 from w2sweep.results import CellResult, cell_key
 from w2sweep.storage import Storage
 
@@ -42,6 +63,11 @@ def only(frame: pd.DataFrame, **where) -> pd.DataFrame:
     for column, value in where.items():
         frame = frame[frame[column] == value]
     return frame
+
+
+def plain(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with categorical columns as plain values: what a CSV of it reads back as."""
+    return frame.astype({c: object for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)})
 
 
 # ---- curves ---------------------------------------------------------------------------------------
@@ -191,6 +217,20 @@ def as_cell_result(r: dict) -> CellResult:
                       auroc_ci=(r["auroc_ci_low"], r["auroc_ci_high"]))
 
 
+def cell_json(r: dict) -> bytes:
+    """The JSON a finished cell writes for row `r`; keys CellResult does not know (``gpu_seconds``,
+    ``config``) are added as a newer runner would write them."""
+    known = {f.name for f in dataclasses.fields(CellResult)} | {
+        "accuracy_ci_low", "accuracy_ci_high", "auroc_ci_low", "auroc_ci_high"}
+    obj = json.loads(as_cell_result({k: v for k, v in r.items() if k in known}).to_json())
+    return json.dumps(obj | {k: v for k, v in r.items() if k not in known}).encode()
+
+
+def write_cells(storage: Storage, rows: list[dict], sweep: str = "demo") -> None:
+    for r in rows:
+        storage.write_once(cell_key(sweep, r["cell_id"]), cell_json(r))
+
+
 def test_write_frontier_stores_the_tables_it_computes(tmp_path):
     storage = Storage.from_uri(str(tmp_path))
     rows = [*FRONTIER_ROWS, row(0.65, method="A", fraction=0.2, seed=1, label_cost=1.0),
@@ -214,7 +254,7 @@ def test_write_frontier_stores_the_tables_it_computes(tmp_path):
     }
     for name, frame in expected.items():
         stored = pd.read_csv(io.BytesIO(storage.read_bytes(f"demo/frontier/{name}")))
-        pd.testing.assert_frame_equal(stored, frame, check_dtype=False)
+        pd.testing.assert_frame_equal(stored, plain(frame), check_dtype=False)
     assert storage.read_bytes("demo/frontier/curves.png").startswith(b"\x89PNG")
 
 
@@ -224,3 +264,274 @@ def test_write_frontier_without_finished_cells_raises(tmp_path):
     storage.write_once(cell_key("demo", failed["cell_id"]), as_cell_result(failed).to_json())
     with pytest.raises(ValueError, match="no finished cells under demo/cells"):
         write_frontier(storage, "demo")
+
+
+# ---- confidence interval over seeds ---------------------------------------------------------------
+
+def test_curves_ci_is_the_student_t_interval_over_seeds_and_nan_with_one_seed():
+    c = curves(table(*(row(acc, seed=s) for s, acc in enumerate([0.6, 0.7, 0.8])),
+                     row(0.9, fraction=1.0, seed=0)))
+    three, one = c.iloc[0], c.iloc[1]
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)  # t(0.975, dof=2) * std / sqrt(n)
+    assert (three["accuracy_ci_low"], three["accuracy_ci_high"]) == pytest.approx((0.7 - half, 0.7 + half))
+    assert one["num_seeds"] == 1
+    assert math.isnan(one["accuracy_ci_low"]) and math.isnan(one["accuracy_ci_high"])
+
+
+# ---- compute cost as a second axis ----------------------------------------------------------------
+
+AXIS_ROWS = [  # label cost, GPU-seconds ($ at 2 $/GPU-hour), accuracy
+    row(0.60, method="A", fraction=0.2, label_cost=1.0, gpu_seconds=7200.0),  # $4.0
+    row(0.70, method="A", fraction=0.4, label_cost=2.0, gpu_seconds=360.0),   # $0.2
+    row(0.80, method="A", fraction=0.6, label_cost=3.0, gpu_seconds=1800.0),  # $1.0
+]
+
+
+def cost_points(frontier: pd.DataFrame, method: str = "A") -> list[tuple]:
+    """(cost, accuracy) along `method`'s frontier, rounded to 9 digits (0.1 + 0.2 is not 0.3)."""
+    f = only(frontier, method=method)
+    return [(round(c, 9), round(a, 9)) for c, a in zip(f["cost"], f["accuracy_mean"])]
+
+
+@pytest.mark.parametrize(("axis", "options", "expected"), [
+    ("label", {}, [(1.0, 0.60), (2.0, 0.70), (3.0, 0.80)]),
+    ("compute", {}, [(0.2, 0.70), (1.0, 0.80)]),  # the $4 point is dominated
+    ("compute", {"gpu_hour_price": 0.0}, [(0.0, 0.80)]),  # all free: the most accurate wins the tie
+    ("total", {}, [(2.2, 0.70), (4.0, 0.80)]),  # label units at $1 + compute $
+    ("total", {"label_unit_price": 0.0}, [(0.2, 0.70), (1.0, 0.80)]),
+])
+def test_frontier_on_each_cost_axis(axis, options, expected):
+    frontier = pareto_frontier(curves(table(*AXIS_ROWS)), axis=axis, **options)
+    assert cost_points(frontier) == expected
+    assert set(frontier["axis"]) == {axis}
+
+
+def test_unknown_axis_is_refused():
+    with pytest.raises(ValueError, match="axis='gpu': allowed: label, compute, total"):
+        pareto_frontier(curves(table(*AXIS_ROWS)), axis="gpu")
+
+
+def test_gpu_seconds_are_recorded_else_wall_times_gpus_per_cell_else_zero():
+    t = table(row(0.7, gpu_seconds=100.0, wall_seconds=1.5, gpus_per_cell=4.0),
+              row(0.7, gpu_seconds=nan, wall_seconds=10.0, gpus_per_cell=2.0),
+              row(0.7, gpu_seconds=nan, wall_seconds=10.0, gpus_per_cell=nan))
+    assert gpu_seconds(t).tolist() == [100.0, 20.0, 0.0]
+    assert gpu_seconds(t, default_gpus=1.0).tolist() == [100.0, 20.0, 10.0]
+    assert gpu_seconds(table(row(0.7))).tolist() == [0.0]  # nothing recorded, no GPUs known
+
+
+def test_compute_cost_from_storage_uses_result_then_config_then_sweep_yaml(tmp_path):
+    storage = Storage.from_uri(str(tmp_path))
+    write_cells(storage, [
+        row(0.70, fraction=0.0, gpu_seconds=3600.0),  # recorded by the runner
+        row(0.75, fraction=0.5, wall_seconds=900.0, config={"resources": {"gpu": 2}}),  # 1800 GPU-s
+        row(0.80, fraction=1.0, wall_seconds=600.0),  # sweep.yaml: 1 GPU per cell -> 600 GPU-s
+    ])
+    storage.write_bytes("demo/sweep.yaml", b"resources: {cpu: 1, gpu: 1}\ngpu_hour_price: 3.0\nbudgets: [10]\n")
+    summary = write_frontier(storage, "demo", axis="compute")
+    assert summary["options"]["gpu_hour_price"] == 3.0  # from sweep.yaml
+    c = pd.read_csv(io.BytesIO(storage.read_bytes("demo/frontier/curves.csv")))
+    assert c["gpu_seconds_mean"].tolist() == [3600.0, 1800.0, 600.0]
+    f = only(pd.read_csv(io.BytesIO(storage.read_bytes("demo/frontier/frontier.csv"))), method="seq-sft")
+    assert cost_points(f, "seq-sft") == [(0.5, 0.80)]  # 600 GPU-seconds at $3 per GPU-hour
+
+    summary = write_frontier(storage, "demo", axis="compute", gpu_hour_price=6.0)  # the flag wins
+    f = only(pd.read_csv(io.BytesIO(storage.read_bytes("demo/frontier/frontier.csv"))), method="seq-sft")
+    assert f["cost"].tolist() == pytest.approx([1.0])
+
+
+# ---- budget table ---------------------------------------------------------------------------------
+
+def test_budget_table_has_the_best_accuracy_within_each_budget_per_method():
+    points = budget_points(curves(table(*FRONTIER_ROWS)), budgets=[0.5, 1.0, 2.5, 4.0, 10.0])
+    wide = budget_table(points)
+    assert list(wide.columns) == ["dataset", "weak_supervisor", "student", "budget", "A", "B", ALL_METHODS]
+    assert wide["budget"].tolist() == [0.5, 1.0, 2.5, 4.0, 10.0]
+    expected = {"A": [nan, 0.60, 0.75, 0.80, 0.80],  # cost 4.0 is within budget 4.0
+                "B": [nan, 0.60, 0.60, 0.78, 0.79],
+                ALL_METHODS: [nan, 0.60, 0.75, 0.80, 0.80]}
+    for method, values in expected.items():
+        assert wide[method].tolist() == pytest.approx(values, nan_ok=True)
+    best = only(points, method=ALL_METHODS, budget=10.0).iloc[0]
+    assert (best["source_method"], best["spending_fraction"], best["label_cost"]) == ("A", 1.0, 4.0)
+
+
+def test_budget_table_defaults_to_the_budgets_run_and_counts_a_one_fraction_budget():
+    agg = aggregate(table(row(0.70, budget=10.0, fraction=0.0), row(0.72, budget=10.0, fraction=1.0),
+                          row(0.90, budget=50.0, fraction=1.0)))  # budget 50 ran one fraction
+    assert agg.budget_table["budget"].tolist() == [10.0, 50.0]
+    assert agg.budget_table["seq-sft"].tolist() == [0.72, 0.90]
+
+
+# ---- performance gap recovered --------------------------------------------------------------------
+
+PGR_ROWS = [
+    row(0.70, method="seq-sft", budget=10.0, fraction=0.5),  # weak accuracy 0.55
+    row(0.80, method="sft-oracle", budget=10.0, fraction=1.0),
+    row(0.74, method="sft-oracle", budget=50.0, fraction=1.0, seed=0),  # the largest budget: mean 0.75
+    row(0.76, method="sft-oracle", budget=50.0, fraction=1.0, seed=1),
+]
+
+
+def pgr_of(frame: pd.DataFrame, **where) -> pd.Series:
+    return only(frame, **where).iloc[0]
+
+
+def test_pgr_uses_the_best_sft_oracle_accuracy_at_the_largest_budget():
+    p = pgr(curves(table(*PGR_ROWS)))
+    point = pgr_of(p, method="seq-sft")
+    assert point["ceiling_accuracy"] == pytest.approx(0.75)  # not the 0.80 at budget 10
+    assert point["ceiling_source"] == "sft-oracle at budget 50"
+    assert point["pgr"] == pytest.approx((0.70 - 0.55) / (0.75 - 0.55))
+    assert point["reason"] == ""
+    assert pgr_of(p, method="sft-oracle", budget=10.0)["pgr"] == pytest.approx(1.25)  # above the ceiling
+
+
+def test_pgr_prefers_a_ceiling_result():
+    p = pgr(curves(table(*PGR_ROWS, row(0.95, method="ceiling", budget=1000.0, fraction=1.0))))
+    point = pgr_of(p, method="seq-sft")
+    assert (point["ceiling_accuracy"], point["ceiling_source"]) == (0.95, "ceiling")
+    assert point["pgr"] == pytest.approx(0.15 / 0.40)
+
+
+@pytest.mark.parametrize(("rows", "reason"), [
+    ([row(0.70)], "no ceiling"),  # no sft-oracle, no ceiling
+    ([row(0.70, weak_accuracy=0.75), row(0.75, method="sft-oracle", fraction=1.0, weak_accuracy=0.75)],
+     "ceiling accuracy is not above the weak accuracy"),
+    ([row(0.70, weak_accuracy=nan), row(0.75, method="sft-oracle", fraction=1.0)], "no weak accuracy"),
+])
+def test_pgr_is_nan_with_a_reason_when_undefined(rows, reason):
+    point = pgr_of(pgr(curves(table(*rows))), method="seq-sft")
+    assert math.isnan(point["pgr"])
+    assert point["reason"].startswith(reason)
+
+
+def test_pgr_ceiling_is_per_dataset_weak_supervisor_and_student():
+    p = pgr(curves(table(*PGR_ROWS, row(0.70, student="other", cell_id="other"))))
+    assert pgr_of(p, method="seq-sft", student="qwen-7b")["pgr"] == pytest.approx(0.75)
+    assert math.isnan(pgr_of(p, method="seq-sft", student="other")["pgr"])
+
+
+# ---- re-costing -----------------------------------------------------------------------------------
+
+RECOST_ROWS = [  # budget 10 at c_weak 0.1: every fraction costs 10 label units
+    row(0.70, fraction=0.0),  # 100 weak
+    row(0.72, fraction=0.5),  # 50 weak + 5 oracle
+    row(0.71, fraction=1.0),  # 10 oracle
+]
+
+
+def test_recost_reprices_labels_and_recomputes_the_spending_fraction():
+    r = recost(table(row(0.7, fraction=0.5), row(0.8, fraction=None, n_weak=20, n_oracle=3)), c_weak=0.5)
+    assert r["label_cost"].tolist() == [30.0, 13.0]  # 50 * 0.5 + 5 * 1, 20 * 0.5 + 3 * 1
+    assert r["spending_fraction"].tolist()[0] == pytest.approx(5 / 30)
+    assert math.isnan(r["spending_fraction"].tolist()[1])  # an explicit pair stays a pair
+    assert r["c_weak"].tolist() == [0.5, 0.5]
+    assert r[["n_weak", "n_oracle", "accuracy", "budget"]].equals(
+        table(row(0.7, fraction=0.5), row(0.8, fraction=None, n_weak=20, n_oracle=3))[
+            ["n_weak", "n_oracle", "accuracy", "budget"]])
+
+
+@pytest.mark.parametrize(("c_weak", "expected_frontier", "best_within_10"), [
+    (0.1, [(10.0, 0.72)], 0.72),
+    (0.01, [(1.0, 0.70), (5.5, 0.72)], 0.72),
+    (0.5, [(10.0, 0.71), (30.0, 0.72)], 0.71),
+])
+def test_recosting_moves_the_frontier_and_budget_table_not_the_accuracies(c_weak, expected_frontier,
+                                                                          best_within_10):
+    agg = aggregate(recost(table(*RECOST_ROWS), c_weak=c_weak), tolerance=0.005, budgets=[10.0])
+    assert cost_points(agg.frontier, "seq-sft") == expected_frontier
+    assert agg.budget_table["seq-sft"].tolist() == pytest.approx([best_within_10])
+    regime = agg.regimes.iloc[0]
+    assert regime["regime"] == "mixed"  # the order of the accuracies did not change
+    assert regime["best_fraction"] == pytest.approx(5 / (50 * c_weak + 5))
+
+
+def test_recost_refuses_a_price_that_is_not_positive():
+    with pytest.raises(ValueError, match="c_weak=0.0: must be a number > 0"):
+        recost(table(row(0.7)), c_weak=0.0)
+
+
+def test_write_frontier_writes_each_recosted_view_in_its_folder(tmp_path):
+    storage = Storage.from_uri(str(tmp_path))
+    write_cells(storage, RECOST_ROWS)
+    summary = write_frontier(storage, "demo", c_weak=[0.5, 0.01])
+    for view in ("c_weak=0.5", "c_weak=0.01"):
+        for name in ("curves.csv", "frontier.csv", "regimes.csv", "budget_table.csv", "pgr.csv", "report.html"):
+            assert f"demo/frontier/{view}/{name}" in summary["keys"]
+    stored = pd.read_csv(io.BytesIO(storage.read_bytes("demo/frontier/c_weak=0.01/frontier.csv")))
+    expected = pareto_frontier(curves(recost(table(*RECOST_ROWS), c_weak=0.01)))
+    pd.testing.assert_frame_equal(stored, plain(expected), check_dtype=False)
+    base = pd.read_csv(io.BytesIO(storage.read_bytes("demo/frontier/curves.csv")))
+    assert base["label_cost"].tolist() == [10.0, 10.0, 10.0]  # the results' own prices
+    manifest = json.loads(storage.read_bytes("demo/frontier/manifest.json"))
+    assert "c_weak=0.5/report.html" in manifest["files"] and manifest["options"]["c_weak"] == [0.5, 0.01]
+
+
+# ---- dataset groups -------------------------------------------------------------------------------
+
+def test_a_dataset_group_averages_its_datasets_per_seed_where_all_are_present():
+    rows = [row(0.6, dataset="boolq", seed=0), row(0.7, dataset="boolq", seed=1),
+            row(0.8, dataset="sciq", seed=0), row(0.9, dataset="sciq", seed=1),
+            row(0.5, dataset="boolq", fraction=1.0)]  # sciq has no f=1: the group has no such point
+    c = curves(add_dataset_groups(table(*rows), {"qa": ["boolq", "sciq"]}))
+    qa = only(c, dataset="qa")
+    assert qa["spending_fraction"].tolist() == [0.5]
+    assert qa["accuracy_mean"].tolist() == pytest.approx([0.75])  # seeds: 0.7 and 0.8
+    assert qa["accuracy_std"].tolist() == pytest.approx([math.sqrt(0.005)])
+    assert qa["num_seeds"].tolist() == [2]
+    assert len(only(c, dataset="boolq")) == 2  # the members stay
+
+
+@pytest.mark.parametrize(("groups", "message"), [
+    ({"qa": ["boolq", "nope"]}, "dataset group 'qa': no usable results for datasets \\['nope'\\]"),
+    ({"boolq": ["boolq"]}, "a dataset of that name exists"),
+])
+def test_a_bad_dataset_group_is_one_clear_error(groups, message):
+    with pytest.raises(ValueError, match=message):
+        add_dataset_groups(table(row(0.6)), groups)
+
+
+# ---- NaN accuracies, reading, plots ---------------------------------------------------------------
+
+def test_a_budget_whose_accuracies_are_all_nan_is_indeterminate():
+    frame = curves(table(row(0.7, fraction=0.0), row(0.6, fraction=1.0)))
+    frame["accuracy_mean"] = nan
+    r = regimes(frame, tolerance=0.01).iloc[0]
+    assert r["regime"] == "indeterminate"
+    assert math.isnan(r["best_fraction"]) and math.isnan(r["best_accuracy"])
+    assert pareto_frontier(frame).empty
+
+
+def test_read_cells_reports_unreadable_objects_with_a_reason(tmp_path):
+    storage = Storage.from_uri(str(tmp_path))
+    good = row(0.7, gpu_seconds=12.0, config={"resources": {"gpu": 4}})
+    write_cells(storage, [good, row(0.8, seed=1)])
+    storage.write_bytes("demo/cells/a-not-json.json", b"{not json")
+    storage.write_bytes("demo/cells/b-a-list.json", b"[1, 2]")
+    storage.write_bytes("demo/cells/c-no-fields.json", b'{"dataset": "boolq"}')
+    keys = storage.list("demo/cells", suffix=".json")
+    results, unreadable = read_cells(storage, keys, num_threads=4)
+    assert len(results) == 2
+    assert sorted(unreadable) == ["demo/cells/a-not-json.json", "demo/cells/b-a-list.json",
+                                  "demo/cells/c-no-fields.json"]
+    assert unreadable["demo/cells/b-a-list.json"] == "TypeError: expected a JSON object, got list"
+    assert "missing fields" in unreadable["demo/cells/c-no-fields.json"]
+    by_seed = results.set_index("seed")
+    assert (by_seed.loc[0, "gpu_seconds"], by_seed.loc[0, "gpus_per_cell"]) == (12.0, 4.0)
+    assert math.isnan(by_seed.loc[1, "gpu_seconds"]) and math.isnan(by_seed.loc[1, "gpus_per_cell"])
+    assert "config" not in results
+
+
+def test_frontier_and_budget_plots_are_png_even_when_empty():
+    agg = aggregate(table(*FRONTIER_ROWS), budgets=[1.0, 4.0])
+    for png in (plot_frontier(agg.curves, agg.frontier), plot_budget_table(agg.budget_points),
+                plot_frontier(agg.curves.iloc[:0], agg.frontier.iloc[:0]),
+                plot_budget_table(agg.budget_points.iloc[:0])):
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+
+
+def test_aggregate_groups_are_the_vocabulary_columns():
+    agg = aggregate(table(*FRONTIER_ROWS))
+    for frame in (agg.curves, agg.frontier, agg.regimes, agg.pgr):
+        assert list(frame.columns[:len(GROUP)]) == GROUP
