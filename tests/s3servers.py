@@ -104,8 +104,9 @@ class SeaweedFS:
                 "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
                 "-s3.port.iceberg=0", "-s3.port.lance=0",
                 *(f"-{flag}={port}" for flag, port in self.ports.items())]
+        # TMPDIR: weed puts its unix sockets and glog files there; keep them with the data.
         env = dict(os.environ, AWS_ACCESS_KEY_ID=self.server.access_key,
-                   AWS_SECRET_ACCESS_KEY=self.server.secret_key)
+                   AWS_SECRET_ACCESS_KEY=self.server.secret_key, TMPDIR=str(self.data_dir))
         log = open(self.data_dir / "weed.log", "ab")
         self.proc = subprocess.Popen(args, cwd=self.data_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
@@ -146,6 +147,10 @@ class SeaweedFS:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
+        # weed leaves unix sockets named after its ports in /tmp, whatever TMPDIR says: remove ours.
+        for port in self.ports.values():
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
 
 
 class CutProxy:
