@@ -40,5 +40,5 @@ def test_uncached_hub_id_offline_is_one_clear_error():
 
 
 def test_unknown_reference_lists_what_is_allowed():
-    with pytest.raises(ModelError, match=r"unknown model 'gpt-17'; allowed: packaged \['minilm-l6'\]"):
+    with pytest.raises(ModelError, match=r"unknown model 'gpt-17'; allowed: packaged \['minilm-l6', 'smollm2-135m'\]"):
         check_model_reference("gpt-17")
