@@ -10,20 +10,22 @@ import functools
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from w2sweep import costs
-from w2sweep.config import ConfigError, Costs, DatasetSpec, ModelSpec, SweepConfig
+from w2sweep.config import ConfigError, Costs, DatasetSpec, MethodOptions, ModelSpec, SweepConfig
 from w2sweep.data import Pools, load_task, make_pools
-from w2sweep.methods import METHODS
+from w2sweep.losses import loss_defaults, make_loss
+from w2sweep.methods import CEILING, Method, parse_method
 from w2sweep.metrics import evaluate
 from w2sweep.models import default_settings, load_classifier
+from w2sweep.prompting import fewshot_prefix, load_causal_lm, prompt_scores, prompt_text, warn_if_truncated
 from w2sweep.results import RESULT_SCHEMA_VERSION, CellResult, cell_key
 from w2sweep.storage import AlreadyExists, Storage
 from w2sweep.train import TrainSettings, fine_tune, predict
-from w2sweep.weak import WeakLabels, load_weak_labels, weak_labels_key
+from w2sweep.weak import WeakLabels, load_weak_labels, weak_labels_key, weak_source_name
 
 
 def content_hash(obj: object) -> str:
@@ -33,11 +35,13 @@ def content_hash(obj: object) -> str:
 
 @dataclass(frozen=True)
 class Cell:
-    """One point of the grid; `n_weak`/`n_oracle` are already costed."""
+    """One point of the grid; `n_weak`/`n_oracle` are already costed. `weak_supervisor` is None when
+    the dataset brings its own weak-label column; `options` holds the method options the method reads
+    (`method_options_for`)."""
 
     sweep: str
     dataset: DatasetSpec
-    weak_supervisor: ModelSpec
+    weak_supervisor: ModelSpec | None
     student: ModelSpec
     method: str
     budget: float
@@ -46,16 +50,18 @@ class Cell:
     n_oracle: int
     seed: int
     costs: Costs
+    options: dict = field(default_factory=dict, hash=False)
 
     def canonical(self) -> dict:
         """Everything that determines the result, and nothing else (not the sweep's name)."""
+        options = dict(options=self.options) if self.options else {}  # plain methods keep their ids
         return dict(
             dataset=self.dataset.model_dump(mode="json"),
-            weak_supervisor=self.weak_supervisor.model_dump(mode="json"),
+            weak_supervisor=None if self.weak_supervisor is None else self.weak_supervisor.model_dump(mode="json"),
             student=self.student.model_dump(mode="json"),
             method=self.method, budget=self.budget, spending_fraction=self.spending_fraction,
             n_weak=self.n_weak, n_oracle=self.n_oracle, seed=self.seed,
-            costs=self.costs.model_dump(mode="json"), schema_version=RESULT_SCHEMA_VERSION,
+            costs=self.costs.model_dump(mode="json"), schema_version=RESULT_SCHEMA_VERSION, **options,
         )
 
     @property
@@ -65,6 +71,11 @@ class Cell:
     @property
     def weak_key(self) -> str:
         return weak_labels_key(self.dataset, self.weak_supervisor, self.seed)
+
+    @property
+    def weak_name(self) -> str:
+        """How results call the source of the weak labels: the supervisor, or ``column:<name>``."""
+        return weak_source_name(self.dataset, self.weak_supervisor)
 
     @property
     def label_cost(self) -> float:
@@ -79,21 +90,38 @@ class Cell:
         d.pop("schema_version")
         return cls(
             sweep=d["sweep"], dataset=DatasetSpec(**d["dataset"]),
-            weak_supervisor=ModelSpec(**d["weak_supervisor"]), student=ModelSpec(**d["student"]),
+            weak_supervisor=None if d["weak_supervisor"] is None else ModelSpec(**d["weak_supervisor"]),
+            student=ModelSpec(**d["student"]),
             method=d["method"], budget=d["budget"], spending_fraction=d["spending_fraction"],
             n_weak=d["n_weak"], n_oracle=d["n_oracle"], seed=d["seed"], costs=Costs(**d["costs"]),
+            options=d.get("options", {}),
         )
+
+
+def method_options_for(method: Method, options: MethodOptions) -> dict:
+    """The method options `method` reads, resolved against their defaults (JSON-able): ``fewshot_k``
+    for a trained +fewshot method, and ``losses: {loss: {option: value}}`` for the losses of its
+    stages that have options. Options the method does not read stay out, so they do not change its
+    cell ids."""
+    resolved = {}
+    if method.fewshot and method.train:
+        resolved["fewshot_k"] = options.fewshot_k
+    losses = {loss: {**loss_defaults(loss), **options.loss_options.get(loss, {})}
+              for loss in sorted(method.losses) if loss_defaults(loss)}
+    if losses:
+        resolved["losses"] = losses
+    return resolved
 
 
 def _splits(config: SweepConfig, method: str):
     """(spending_fraction or None, n_weak, n_oracle) for each budget split a method is run on."""
-    fixed = METHODS[method].fixed_fraction
+    fixed = parse_method(method).fixed_fraction
     c = dict(c_weak=config.costs.c_weak, c_oracle=config.costs.c_oracle)
     fractions = [] if not config.spending_fractions else [fixed] if fixed is not None else config.spending_fractions
     for budget in config.budgets:
         for f in fractions:
             yield budget, f, *costs.label_counts(budget, f, **c)
-    sources = METHODS[method].label_sources
+    sources = parse_method(method).label_sources
     for n_weak, n_oracle in config.pairs:
         # A pair buys labels of both kinds; a one-source method would leave some unread.
         if (n_weak and "weak" not in sources) or (n_oracle and "oracle" not in sources):
@@ -102,17 +130,32 @@ def _splits(config: SweepConfig, method: str):
 
 
 def expand_cells(config: SweepConfig) -> list[Cell]:
-    """Every cell of the grid, deduplicated (a one-source method runs once per budget, not per f)."""
+    """Every cell of the grid, deduplicated (a one-source method runs once per budget, not per f).
+
+    A dataset with its own weak-label column gets no weak supervisor axis (weak_supervisor None).
+    With `config.ceiling` (or method "ceiling"), each dataset x weak x student x seed also gets one
+    ceiling cell: sft-oracle on its whole oracle pool, whatever the budgets."""
     cells: dict[str, Cell] = {}
+    methods = [m for m in config.methods if m != CEILING]
     for dataset in config.datasets:
-        for weak in config.weak_supervisors:
+        weaks = [None] if dataset.weak_label is not None else config.weak_supervisors
+        for weak in weaks:
             for student in config.students:
-                for method in config.methods:
+                for method in methods:
+                    options = method_options_for(parse_method(method), config.method_options)
                     for budget, f, n_weak, n_oracle in _splits(config, method):
                         for seed in config.seeds:
                             cell = Cell(config.name, dataset, weak, student, method, budget, f,
-                                        n_weak, n_oracle, seed, config.costs)
+                                        n_weak, n_oracle, seed, config.costs, options)
                             cells.setdefault(cell.cell_id, cell)
+                if config.ceiling or CEILING in config.methods:
+                    for seed in config.seeds:
+                        n_oracle = len(pools_for(dataset, seed).oracle)
+                        cost = costs.label_cost(0, n_oracle, c_weak=config.costs.c_weak,
+                                                c_oracle=config.costs.c_oracle)
+                        cell = Cell(config.name, dataset, weak, student, CEILING, cost, 1.0, 0, n_oracle,
+                                    seed, config.costs)
+                        cells.setdefault(cell.cell_id, cell)
     return list(cells.values())
 
 
@@ -157,40 +200,117 @@ def resolve_settings(spec: ModelSpec) -> TrainSettings:
                          patience=spec.patience)
 
 
-def _stage_data(source: str, n: int, pools: Pools, weak: WeakLabels):
-    """Training texts, soft labels [n] and validation hard labels [V] for a stage reading `source`.
+@dataclass(frozen=True)
+class StageData:
+    """The labels one stage bought: its first `num_shots` examples are few-shot shots, the rest train."""
 
-    A weak stage validates against the weak supervisor's labels on the validation pool: early stopping
-    on gold labels there would be oracle labels nobody paid for.
+    shot_texts: list[str]
+    shot_labels: np.ndarray  # [k] P(label=1): the weak supervisor's for a weak stage, gold for an oracle one
+    texts: list[str]
+    labels: np.ndarray  # [n - k] soft labels to train on
+    val_labels: np.ndarray  # [V] hard labels early stopping reads
+
+
+def _stage_data(source: str, n: int, pools: Pools, weak: WeakLabels, *, num_shots: int = 0,
+                order: np.ndarray | None = None) -> StageData:
+    """The n examples a stage reading `source` buys, split into shots and training examples.
+
+    The examples are the first n of the source's pool, or the first n of `order` (indices into the
+    pool, e.g. most uncertain first). A weak stage's labels, shots included, are the weak
+    supervisor's: a weak stage never sees a gold label. It validates against the weak supervisor's
+    labels on the validation pool: early stopping on gold labels there would be oracle labels nobody
+    paid for.
     """
+    pool = pools.weak_label if source == "weak" else pools.oracle
+    if n > len(pool):
+        raise ValueError(f"a {source} stage needs {n} labels but its pool holds {len(pool)}")
+    chosen = np.arange(n) if order is None else np.asarray(order[:n], dtype=np.int64)
+    texts = [pool.texts[i] for i in chosen]
     if source == "weak":
-        return (pools.weak_label.texts[:n], weak.weak_label[:n],
-                (weak.val > 0.5).astype(np.int64))
-    return (pools.oracle.texts[:n], pools.oracle.labels[:n].astype(np.float32), pools.val.labels)
+        labels, val_labels = weak.weak_label[chosen], (weak.val > 0.5).astype(np.int64)
+    else:
+        labels, val_labels = pool.labels[chosen].astype(np.float32), pools.val.labels
+    k = min(num_shots, n)
+    return StageData(texts[:k], labels[:k], texts[k:], labels[k:], val_labels)
 
 
-def run_cell(cell: Cell, storage: Storage) -> CellResult:
-    """Train the cell's student through its method's stages, evaluate on the test pool, and write the
-    result once. The first `n` examples of a pool are used, so a larger budget's labels contain a
-    smaller one's: curves differ by budget, not by sampling luck."""
-    start = time.monotonic()
-    pools = pools_for(cell.dataset, cell.seed)
-    weak = load_weak_labels(storage, cell.sweep, cell.weak_key)
-    settings = resolve_settings(cell.student)
+def _show(prefix: str, texts: list[str], fewshot: bool) -> list[str]:
+    """What the student reads: the texts themselves, or each after the stage's few-shot prefix."""
+    return [prompt_text(prefix, t) for t in texts] if fewshot else texts
+
+
+def _train_and_score(cell: Cell, method: Method, pools: Pools, weak: WeakLabels,
+                     settings: TrainSettings) -> np.ndarray:
+    """Fine-tune the student through the method's stages; P(label=1) on the test pool, shape [N].
+
+    With +fewshot, each stage's first `fewshot_k` labels become the shots of its prefix, which is
+    prefixed to its training and validation texts; the test texts get the prefix of the last stage
+    that bought labels. Prompts are truncated from the left, so a long prefix loses its first shots,
+    never the example itself."""
     tokenizer, model = load_classifier(
         cell.student.model, seed=cell.seed, tokenizer_ref=cell.student.tokenizer,
         trust_remote_code=cell.student.trust_remote_code,
     )
+    if method.fewshot:
+        tokenizer.truncation_side = "left"
     counts = {"weak": cell.n_weak, "oracle": cell.n_oracle}
-    for i, stage in enumerate(METHODS[cell.method].stages):
-        texts, labels, val_labels = _stage_data(stage.labels, counts[stage.labels], pools, weak)
-        fine_tune(model, tokenizer, texts, labels, val_texts=pools.val.texts, val_labels=val_labels,
-                  settings=settings, seed=cell.seed * 1000 + i)
-    scores = predict(model, tokenizer, pools.test.texts, max_length=settings.max_length)
+    prefix = ""
+    for i, stage in enumerate(method.stages):
+        n = counts[stage.labels]
+        if n == 0:
+            continue  # no labels bought for this stage: it neither trains nor changes the prefix
+        order = None
+        if stage.select == "uncertain":
+            candidates = _show(prefix, pools.oracle.texts, method.fewshot)
+            p = predict(model, tokenizer, candidates, max_length=settings.max_length)
+            order = np.argsort(np.abs(p - 0.5), kind="stable")  # most uncertain first; ties in pool order
+        data = _stage_data(stage.labels, n, pools, weak, num_shots=cell.options.get("fewshot_k", 0), order=order)
+        if method.fewshot:
+            prefix = fewshot_prefix(data.shot_texts, data.shot_labels)
+            warn_if_truncated(tokenizer, prefix, max_length=settings.max_length,
+                              where=f"cell {cell.cell_id} ({cell.method}) stage {i}")
+        loss_fn = make_loss(stage.loss, cell.options.get("losses", {}).get(stage.loss))
+        fine_tune(model, tokenizer, _show(prefix, data.texts, method.fewshot), data.labels,
+                  val_texts=_show(prefix, pools.val.texts, method.fewshot), val_labels=data.val_labels,
+                  settings=settings, seed=cell.seed * 1000 + i, loss_fn=loss_fn)
+    return predict(model, tokenizer, _show(prefix, pools.test.texts, method.fewshot), max_length=settings.max_length)
+
+
+def _prompt_and_score(cell: Cell, method: Method, pools: Pools, weak: WeakLabels,
+                      settings: TrainSettings) -> np.ndarray:
+    """fewshot-prompt: every label the cell bought is a shot (weak-labelled shots from the weak-label
+    pool, gold shots from the oracle pool), shuffled by the seed into one prompt to the causal-LM
+    student; P(label=1) on the test pool, shape [N], is sigmoid(logit("1") - logit("0"))."""
+    counts = {"weak": cell.n_weak, "oracle": cell.n_oracle}
+    texts, labels = [], []
+    for stage in method.stages:
+        data = _stage_data(stage.labels, counts[stage.labels], pools, weak, num_shots=counts[stage.labels])
+        texts += data.shot_texts
+        labels += list(data.shot_labels)
+    order = np.random.default_rng(cell.seed).permutation(len(texts))
+    prefix = fewshot_prefix([texts[i] for i in order], np.asarray(labels, dtype=np.float32)[order])
+    tokenizer, model = load_causal_lm(cell.student.model, seed=cell.seed, tokenizer_ref=cell.student.tokenizer,
+                                      trust_remote_code=cell.student.trust_remote_code)
+    warn_if_truncated(tokenizer, prefix, max_length=settings.max_length, where=f"cell {cell.cell_id} ({cell.method})")
+    return prompt_scores(model, tokenizer, prefix, pools.test.texts, max_length=settings.max_length)
+
+
+def run_cell(cell: Cell, storage: Storage) -> CellResult:
+    """Run the cell's method (fine-tune the student through its stages, or prompt it), evaluate on
+    the test pool against gold labels, and write the result once. A stage's n examples are the first
+    n of its pool (or with +active the n the student is least sure of), so a larger budget's labels
+    contain a smaller one's: curves differ by budget, not by sampling luck."""
+    start = time.monotonic()
+    pools = pools_for(cell.dataset, cell.seed)
+    weak = load_weak_labels(storage, cell.sweep, cell.weak_key)
+    settings = resolve_settings(cell.student)
+    method = parse_method(cell.method)
+    run = _train_and_score if method.train else _prompt_and_score
+    scores = run(cell, method, pools, weak, settings)
     m = evaluate(scores, pools.test.labels, seed=cell.seed)
     result = CellResult(
         cell_id=cell.cell_id, sweep=cell.sweep, dataset=cell.dataset.name,
-        weak_supervisor=cell.weak_supervisor.label, student=cell.student.label, method=cell.method,
+        weak_supervisor=cell.weak_name, student=cell.student.label, method=cell.method,
         budget=cell.budget, spending_fraction=cell.spending_fraction, seed=cell.seed,
         n_weak=cell.n_weak, n_oracle=cell.n_oracle, label_cost=cell.label_cost,
         c_weak=cell.costs.c_weak, c_oracle=cell.costs.c_oracle,

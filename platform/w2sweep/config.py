@@ -7,13 +7,14 @@ the CLI prints those lines and exits 2.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from w2sweep.methods import METHODS
+from w2sweep.methods import canonical_name, parse_method
 from w2sweep.models import check_model_reference
 
 
@@ -45,7 +46,13 @@ class PoolSizes(_Strict):
 
 class DatasetSpec(_Strict):
     """Where a binary task comes from. `text` is a column name, or a template such as
-    ``"{passage}\\nQuestion: {question}"`` over columns; `label` names the 0/1 (or bool) column."""
+    ``"{passage}\\nQuestion: {question}"`` over columns; `label` names the 0/1 (or bool) column.
+
+    `loader` names a hub dataset family (`w2sweep.data.registry`: boolq, hellaswag, sciq, ...) whose
+    converter turns rows in that hub dataset's own format into a class-balanced binary task, in place
+    of `text`/`label`. With `source: hub`, a `name` that is a loader's name and no `path` means that
+    loader on its hub dataset (``{name: boolq, source: hub}``). `weak_label` names a column of weak
+    labels (P(label=1), or labels like `label`): no weak supervisor is trained for this dataset."""
 
     name: str
     source: Literal["synthetic", "local", "hub"]
@@ -55,8 +62,24 @@ class DatasetSpec(_Strict):
     text: str = "text"
     label: str = "label"
     label_map: dict[str, int] | None = None  # raw label (as string) -> 0/1
-    num_examples: PositiveInt | None = None  # synthetic: how many to make; others: a cap
+    loader: str | None = None  # hub dataset family converting rows in its hub format
+    weak_label: str | None = None  # column holding external weak labels
+    num_examples: PositiveInt | None = None  # synthetic: how many to make; others: a cap on rows read
     pools: PoolSizes = PoolSizes()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hub_loader_defaults(cls, data):
+        """`source: hub` + a loader (named, or the dataset's name) and no path: the loader's hub id."""
+        if not isinstance(data, dict) or data.get("source") != "hub" or data.get("path"):
+            return data
+        from w2sweep.data.registry import loaders
+
+        name = data.get("loader") or (data.get("name") if data.get("name") in loaders() else None)
+        if name in loaders():
+            data = {**data, "loader": name, "path": loaders()[name].hub_id}
+            data.setdefault("subset", loaders()[name].subset)
+        return data
 
     @model_validator(mode="after")
     def _path_required(self) -> DatasetSpec:
@@ -64,6 +87,19 @@ class DatasetSpec(_Strict):
             raise ValueError(f"source '{self.source}' needs `path` (a file/directory or hub id)")
         if self.source == "local" and not Path(self.path).expanduser().exists():
             raise ValueError(f"path {self.path!r} does not exist")
+        if self.loader is not None:
+            from w2sweep.data.registry import loaders
+
+            if self.loader not in loaders():
+                raise ValueError(f"unknown loader {self.loader!r}; allowed: {', '.join(sorted(loaders()))}")
+            if self.source == "synthetic":
+                raise ValueError(f"loader {self.loader!r} reads local or hub rows, not source 'synthetic'")
+            if (self.text, self.label, self.label_map) != ("text", "label", None):
+                raise ValueError(f"loader {self.loader!r} makes the text and label itself; "
+                                 "drop `text`, `label` and `label_map`")
+        if self.weak_label is not None and (self.loader is not None or self.source == "synthetic"):
+            raise ValueError(f"weak_label {self.weak_label!r} needs a column mapping (`text`/`label` of a local "
+                             "or hub dataset); it cannot be combined with a loader or a synthetic task")
         if self.source == "synthetic":
             from w2sweep.data.synthetic import SYNTHETIC_TASKS
 
@@ -125,13 +161,37 @@ class Resources(_Strict):
     gpu: Annotated[float, Field(ge=0)] = 0
 
 
+class MethodOptions(_Strict):
+    """Settings of the method suffixes, the same for every cell of the sweep. Only the settings a
+    cell's method reads enter its id."""
+
+    fewshot_k: PositiveInt = 4  # +fewshot: shots per stage, paid from that stage's labels
+    # loss name -> {option: value}, e.g. {logconf: {aux_coef: 0.5, warmup_frac: 0.1}}; unset options
+    # take the defaults in w2sweep.losses
+    loss_options: dict[str, dict[str, float]] = {}
+
+    @field_validator("loss_options")
+    @classmethod
+    def _known_loss_options(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        from w2sweep.losses import make_loss
+
+        for loss, options in value.items():
+            make_loss(loss, options)  # ValueError naming the loss or option
+        return value
+
+
 class SweepConfig(_Strict):
     name: str
     storage: str = "outputs"
     datasets: Annotated[list[DatasetSpec], Field(min_length=1)]
-    weak_supervisors: Annotated[list[ModelSpec], Field(min_length=1)]
+    # Needed unless every dataset brings its own weak-label column.
+    weak_supervisors: list[ModelSpec] = []
     students: Annotated[list[ModelSpec], Field(min_length=1)]
     methods: Annotated[list[str], Field(min_length=1)]
+    method_options: MethodOptions = MethodOptions()
+    # One extra cell per dataset x weak supervisor x student x seed: sft-oracle on the whole oracle
+    # pool (method "ceiling"), the strong ceiling of PGR; not part of any budget.
+    ceiling: bool = False
     budgets: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)]
     costs: Costs = Costs()
     spending_fractions: list[Fraction01] = []
@@ -150,10 +210,12 @@ class SweepConfig(_Strict):
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if name not in METHODS:
-                raise ValueError(f"unknown method {name!r}; allowed: {', '.join(sorted(METHODS))}")
-        return value
+        """Each name parsed and written canonically (suffixes in a fixed order)."""
+        names = [canonical_name(name) for name in value]  # MethodError is a ValueError: one line
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"method {repeated[0]!r} is listed twice (suffix order does not matter)")
+        return names
 
     @model_validator(mode="after")
     def _grid_not_empty(self) -> SweepConfig:
@@ -164,7 +226,25 @@ class SweepConfig(_Strict):
             labels = [getattr(s, "label", getattr(s, "name", None)) for s in specs]
             if len(set(labels)) != len(labels):
                 raise ValueError(f"{kind} names must be unique; got {labels}")
+        own = [d.name for d in self.datasets if d.weak_label is not None]
+        if not self.weak_supervisors and len(own) < len(self.datasets):
+            missing = next(d.name for d in self.datasets if d.weak_label is None)
+            raise ValueError(f"`weak_supervisors` is empty but dataset {missing!r} has no `weak_label` column; "
+                             "give a weak supervisor")
+        if self.weak_supervisors and len(own) == len(self.datasets):
+            warnings.warn("every dataset has a weak_label column: `weak_supervisors` is not used", stacklevel=2)
+        self._warn_unused_method_options()
         return self
+
+    def _warn_unused_method_options(self) -> None:
+        methods = [parse_method(m) for m in self.methods]
+        fields = self.method_options.model_fields_set
+        if "fewshot_k" in fields and not any(m.fewshot and m.train for m in methods):
+            warnings.warn("method_options.fewshot_k is set but no method has '+fewshot'", stacklevel=3)
+        used = set().union(*(m.losses for m in methods))
+        for loss in sorted(set(self.method_options.loss_options) - used):
+            warnings.warn(f"method_options.loss_options.{loss} is set but no method trains with loss {loss!r}",
+                          stacklevel=3)
 
 
 def _format_error(err: dict) -> str:

@@ -1,4 +1,5 @@
-"""Weak labels: a weak supervisor trained on ground truth, its soft labels cached in storage.
+"""Weak labels: a weak supervisor trained on ground truth, its soft labels cached in storage; or,
+for a dataset with its own weak-label column (`DatasetSpec.weak_label`), that column's values.
 
 The cache key is a content hash of everything that determines the labels (dataset, pools, supervisor
 and its settings, seed), so every cell that needs them reads one object, and a change to any of those
@@ -32,9 +33,17 @@ class WeakLabels:
     test_accuracy: float  # against gold labels: the weak floor
 
 
+def weak_source_name(dataset, weak_supervisor) -> str:
+    """How results call the weak labels' source: the supervisor's label, or ``column:<name>``."""
+    if weak_supervisor is None:
+        return f"column:{dataset.weak_label}"
+    return weak_supervisor.label
+
+
 def weak_labels_key(dataset, weak_supervisor, seed: int) -> str:
-    blob = dict(dataset=dataset.model_dump(mode="json"), weak=weak_supervisor.model_dump(mode="json"),
-                seed=seed, version=WEAK_LABELS_VERSION)
+    """Content hash of what determines the weak labels; `weak_supervisor` is None for a dataset's own column."""
+    weak = None if weak_supervisor is None else weak_supervisor.model_dump(mode="json")
+    blob = dict(dataset=dataset.model_dump(mode="json"), weak=weak, seed=seed, version=WEAK_LABELS_VERSION)
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -87,12 +96,29 @@ def train_weak_supervisor(dataset, weak_supervisor, seed: int) -> WeakLabels:
     return WeakLabels(**scores, test_accuracy=accuracy(scores["test"], pools.test.labels))
 
 
+def column_weak_labels(dataset, seed: int) -> WeakLabels:
+    """The dataset's own weak-label column on the weak-label, validation and test pools; the floor
+    is the column's test accuracy against gold labels. No model is trained."""
+    from w2sweep.cells import pools_for
+    from w2sweep.metrics import accuracy
+
+    pools = pools_for(dataset, seed)
+    if pools.test.weak_labels is None:
+        raise ValueError(f"dataset {dataset.name!r}: weak_label column {dataset.weak_label!r} was not loaded")
+    scores = {p: np.asarray(getattr(pools, p).weak_labels, dtype=np.float32) for p in _POOLS}
+    return WeakLabels(**scores, test_accuracy=accuracy(scores["test"], pools.test.labels))
+
+
 def ensure_weak_labels(storage: Storage, sweep: str, dataset, weak_supervisor, seed: int) -> str:
-    """Compute and store the weak labels for (dataset, supervisor, seed) unless already stored.
+    """Compute and store the weak labels for (dataset, supervisor, seed) unless already stored:
+    train the supervisor, or with `weak_supervisor` None read the dataset's weak-label column.
     Returns the cache key. Safe to call concurrently: the first writer wins."""
     key = weak_labels_key(dataset, weak_supervisor, seed)
     if not storage.exists(_object_key(sweep, key)):
-        labels = train_weak_supervisor(dataset, weak_supervisor, seed)
+        if weak_supervisor is None:
+            labels = column_weak_labels(dataset, seed)
+        else:
+            labels = train_weak_supervisor(dataset, weak_supervisor, seed)
         try:
             storage.write_once(_object_key(sweep, key), _to_parquet(labels))
         except AlreadyExists:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from w2sweep.data.task import DataError, Task, one_line, table_to_task
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from w2sweep.config import DatasetSpec
 
 _SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
@@ -22,7 +24,12 @@ def _is_saved_to_disk(path: str) -> bool:
 
 
 def load_hub(spec: DatasetSpec) -> Task:
-    """The split `spec.split` of `spec.path` (configuration `spec.subset`): its first
+    """The task in a hub dataset, through the column mapping of `spec` (text, label, weak_label)."""
+    return table_to_task(read_hub(spec), spec)
+
+
+def read_hub(spec: DatasetSpec) -> pd.DataFrame:
+    """The rows of split `spec.split` of `spec.path` (configuration `spec.subset`): its first
     `spec.num_examples` rows (all when unset)."""
     import datasets  # slow to import; only this loader needs it
 
@@ -46,4 +53,4 @@ def load_hub(spec: DatasetSpec) -> Task:
         ) from None
     if spec.num_examples is not None:
         ds = ds.select(range(min(spec.num_examples, len(ds))))
-    return table_to_task(ds.to_pandas(), spec)
+    return ds.to_pandas()

@@ -72,8 +72,8 @@ def read_table(path: Path) -> pd.DataFrame:
     )
 
 
-def load_local(spec: DatasetSpec) -> Task:
-    """The task in a local file: its first `spec.num_examples` rows (all when unset)."""
+def read_local(spec: DatasetSpec) -> pd.DataFrame:
+    """The rows of the local file `spec` names: its first `spec.num_examples` rows (all when unset)."""
     path = resolve_file(spec)
     try:
         frame = read_table(path)
@@ -81,4 +81,9 @@ def load_local(spec: DatasetSpec) -> Task:
         raise DataError(f"dataset {spec.name!r}: cannot read {str(path)!r} ({one_line(e)})") from None
     if spec.num_examples is not None:
         frame = frame.head(spec.num_examples)
-    return table_to_task(frame, spec)
+    return frame
+
+
+def load_local(spec: DatasetSpec) -> Task:
+    """The task in a local file, through the column mapping of `spec` (text, label, weak_label)."""
+    return table_to_task(read_local(spec), spec)

@@ -22,13 +22,15 @@ class DataError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class Task:
-    """A binary text-classification task: `texts` [N] and `labels` [N] (int64, each 0 or 1).
+    """A binary text-classification task: `texts` [N] and `labels` [N] (int64, each 0 or 1), and
+    optionally `weak_labels` [N] (float32 P(label=1) in [0, 1]) from a dataset's own weak-label column.
 
-    `labels` is a read-only copy, so a task cannot change under a pool that shares it."""
+    The arrays are read-only copies, so a task cannot change under a pool that shares it."""
 
     name: str
     texts: list[str]
     labels: np.ndarray
+    weak_labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         labels = np.array(self.labels, dtype=np.int64).reshape(-1)
@@ -39,6 +41,12 @@ class Task:
         labels.flags.writeable = False
         object.__setattr__(self, "texts", list(self.texts))
         object.__setattr__(self, "labels", labels)
+        if self.weak_labels is not None:
+            weak = np.array(self.weak_labels, dtype=np.float32).reshape(-1)
+            if len(weak) != len(labels) or not ((weak >= 0) & (weak <= 1)).all():
+                raise DataError(f"dataset {self.name!r}: weak labels must be {len(labels)} values in [0, 1]")
+            weak.flags.writeable = False
+            object.__setattr__(self, "weak_labels", weak)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -46,7 +54,8 @@ class Task:
     def subset(self, indices) -> Task:
         """The examples at `indices` (int array [M]), in that order."""
         indices = np.asarray(indices, dtype=np.int64)
-        return Task(self.name, [self.texts[i] for i in indices], self.labels[indices])
+        weak = None if self.weak_labels is None else self.weak_labels[indices]
+        return Task(self.name, [self.texts[i] for i in indices], self.labels[indices], weak)
 
 
 def one_line(err: Exception) -> str:
@@ -75,10 +84,24 @@ def _binary_label(value, label_map: dict[str, int] | None) -> int | None:
     return None
 
 
+def _soft_label(value, label_map: dict[str, int] | None) -> float | None:
+    """A weak label as P(label=1): whatever `_binary_label` accepts, or a number (or numeric string)
+    in [0, 1]. None when it is neither."""
+    hard = _binary_label(value, label_map)
+    if hard is not None:
+        return float(hard)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if 0.0 <= number <= 1.0 else None
+
+
 def table_to_task(frame: pd.DataFrame, spec: DatasetSpec) -> Task:
     """Map the rows of `frame` to a task: text from `spec.text` (a column, or a ``{column}``
-    template), label from `spec.label` through `spec.label_map`. Texts are stripped of outer
-    whitespace. Used by both the local-file and the hub loader."""
+    template), label from `spec.label` through `spec.label_map`, and when `spec.weak_label` names a
+    column, weak labels from it (probabilities, or labels mapped like `label`). Texts are stripped of
+    outer whitespace. Used by both the local-file and the hub loader."""
     name, columns = spec.name, list(frame.columns)
     if spec.label_map is not None and set(spec.label_map.values()) - {0, 1}:
         raise DataError(f"dataset {name!r}: label_map values must be 0 or 1; got {spec.label_map}")
@@ -105,6 +128,19 @@ def table_to_task(frame: pd.DataFrame, spec: DatasetSpec) -> Task:
     else:
         texts = [str(row[spec.text]).strip() for row in rows]
 
+    weak_labels = None
+    if spec.weak_label is not None:
+        if spec.weak_label not in columns:
+            raise DataError(f"dataset {name!r}: weak-label column {spec.weak_label!r} not found; available: {columns}")
+        weak_labels = [_soft_label(raw, spec.label_map) for raw in frame[spec.weak_label].tolist()]
+        bad = next((i for i, v in enumerate(weak_labels) if v is None), None)
+        if bad is not None:
+            raise DataError(
+                f"dataset {name!r}: weak-label column {spec.weak_label!r} has value "
+                f"{frame[spec.weak_label].iloc[bad]!r} at row {bad}; allowed: a probability in [0, 1], "
+                "0/1, true/false, or a key of label_map"
+            )
+
     labels = []
     for i, raw in enumerate(frame[spec.label].tolist()):
         label = _binary_label(raw, spec.label_map)
@@ -115,4 +151,4 @@ def table_to_task(frame: pd.DataFrame, spec: DatasetSpec) -> Task:
                 f"allowed: 0/1, true/false{keys}"
             )
         labels.append(label)
-    return Task(name, texts, np.array(labels, dtype=np.int64))
+    return Task(name, texts, np.array(labels, dtype=np.int64), weak_labels)
