@@ -125,14 +125,43 @@ class ModelSpec(_Strict):
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
     weight_decay: Annotated[float, Field(ge=0)] = 0.01
     patience: PositiveInt = 2  # evaluations without a better validation AUROC before stopping
-    tokenizer: str | None = None  # tiny models borrow a real tokenizer; defaults to minilm-l6's
+    tokenizer: str | None = None  # tiny models borrow a real tokenizer (w2sweep.models.TINY_TOKENIZERS)
     trust_remote_code: bool = False
+    # What is trained: every weight (full), low-rank adapters plus the head (lora, peft), or the head
+    # alone on a frozen body (head: a linear probe).
+    mode: Literal["full", "lora", "head"] = "full"
+    lora_rank: PositiveInt = 8
+    lora_alpha: Annotated[float, Field(gt=0)] = 16.0
+    lora_target_modules: Annotated[list[str], Field(min_length=1)] | None = None  # None: peft's per architecture
+    # Distributed training (students): more than one worker trains the cell with DeepSpeed under Ray Train.
+    num_workers: PositiveInt = 1
+    cpus_per_worker: Annotated[float, Field(gt=0)] | None = None  # None: the sweep's resources.cpu
+    gpus_per_worker: Annotated[float, Field(ge=0)] | None = None  # None: the sweep's resources.gpu
+    zero_stage: Literal[0, 2, 3] = 2  # DeepSpeed ZeRO stage (num_workers > 1)
+    offload: bool = False  # ZeRO-Offload: optimizer states and step on the CPU (zero_stage 2 or 3)
+    micro_batch_size: PositiveInt | None = None  # examples per forward/backward and worker; None: batch_size/num_workers
 
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str) -> str:
         check_model_reference(value)
         return value
+
+    @model_validator(mode="after")
+    def _consistent_training(self) -> ModelSpec:
+        if self.offload and self.zero_stage == 0:
+            raise ValueError("offload=True needs zero_stage 2 or 3; got zero_stage=0")
+        # Set = differs from its default (a cell read back from JSON has every field present).
+        changed = {f for f, info in type(self).model_fields.items() if getattr(self, f) != info.default}
+        unused = []
+        if self.mode != "lora":
+            unused += [f for f in ("lora_rank", "lora_alpha", "lora_target_modules") if f in changed]
+        if self.num_workers == 1:
+            unused += [f for f in ("zero_stage", "offload") if f in changed]
+        for field in unused:
+            why = f"mode is {self.mode!r}" if field.startswith("lora") else "num_workers is 1 (no DeepSpeed)"
+            warnings.warn(f"model {self.label!r}: {field} is set but has no effect: {why}", stacklevel=2)
+        return self
 
     @property
     def label(self) -> str:
