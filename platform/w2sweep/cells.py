@@ -20,11 +20,11 @@ from w2sweep.data import Pools, load_task, make_pools
 from w2sweep.losses import loss_defaults, make_loss
 from w2sweep.methods import CEILING, Method, parse_method
 from w2sweep.metrics import evaluate
-from w2sweep.models import default_settings, load_classifier
+from w2sweep.models import default_settings, load_classifier, load_kwargs
 from w2sweep.prompting import fewshot_prefix, load_causal_lm, prompt_scores, prompt_text, warn_if_truncated
 from w2sweep.results import RESULT_SCHEMA_VERSION, CellResult, cell_key
 from w2sweep.storage import AlreadyExists, Storage
-from w2sweep.train import TrainSettings, fine_tune, predict
+from w2sweep.train import TrainHooks, TrainSettings, fine_tune, is_main_process, predict
 from w2sweep.weak import WeakLabels, load_weak_labels, weak_labels_key, weak_source_name
 
 
@@ -192,12 +192,13 @@ def check_capacity(config: SweepConfig, cells: list[Cell]) -> None:
 
 def resolve_settings(spec: ModelSpec) -> TrainSettings:
     """The model's defaults overlaid with what the config sets."""
-    base = default_settings(spec.model)
+    base = default_settings(spec.model, mode=spec.mode)
     for name in ("lr", "epochs", "batch_size", "max_length", "min_steps"):
         if getattr(spec, name) is not None:
             base[name] = getattr(spec, name)
     return TrainSettings(**base, warmup_ratio=spec.warmup_ratio, weight_decay=spec.weight_decay,
-                         patience=spec.patience)
+                         patience=spec.patience, micro_batch_size=spec.micro_batch_size,
+                         zero_stage=spec.zero_stage, offload=spec.offload)
 
 
 @dataclass(frozen=True)
@@ -240,17 +241,14 @@ def _show(prefix: str, texts: list[str], fewshot: bool) -> list[str]:
 
 
 def _train_and_score(cell: Cell, method: Method, pools: Pools, weak: WeakLabels,
-                     settings: TrainSettings) -> np.ndarray:
+                     settings: TrainSettings, hooks: TrainHooks | None = None) -> np.ndarray:
     """Fine-tune the student through the method's stages; P(label=1) on the test pool, shape [N].
 
     With +fewshot, each stage's first `fewshot_k` labels become the shots of its prefix, which is
     prefixed to its training and validation texts; the test texts get the prefix of the last stage
     that bought labels. Prompts are truncated from the left, so a long prefix loses its first shots,
     never the example itself."""
-    tokenizer, model = load_classifier(
-        cell.student.model, seed=cell.seed, tokenizer_ref=cell.student.tokenizer,
-        trust_remote_code=cell.student.trust_remote_code,
-    )
+    tokenizer, model = load_classifier(cell.student.model, seed=cell.seed, **load_kwargs(cell.student))
     if method.fewshot:
         tokenizer.truncation_side = "left"
     counts = {"weak": cell.n_weak, "oracle": cell.n_oracle}
@@ -272,7 +270,7 @@ def _train_and_score(cell: Cell, method: Method, pools: Pools, weak: WeakLabels,
         loss_fn = make_loss(stage.loss, cell.options.get("losses", {}).get(stage.loss))
         fine_tune(model, tokenizer, _show(prefix, data.texts, method.fewshot), data.labels,
                   val_texts=_show(prefix, pools.val.texts, method.fewshot), val_labels=data.val_labels,
-                  settings=settings, seed=cell.seed * 1000 + i, loss_fn=loss_fn)
+                  settings=settings, seed=cell.seed * 1000 + i, loss_fn=loss_fn, stage=i, hooks=hooks)
     return predict(model, tokenizer, _show(prefix, pools.test.texts, method.fewshot), max_length=settings.max_length)
 
 
@@ -295,18 +293,24 @@ def _prompt_and_score(cell: Cell, method: Method, pools: Pools, weak: WeakLabels
     return prompt_scores(model, tokenizer, prefix, pools.test.texts, max_length=settings.max_length)
 
 
-def run_cell(cell: Cell, storage: Storage) -> CellResult:
+def run_cell(cell: Cell, storage: Storage, *, hooks: TrainHooks | None = None) -> CellResult:
     """Run the cell's method (fine-tune the student through its stages, or prompt it), evaluate on
     the test pool against gold labels, and write the result once. A stage's n examples are the first
     n of its pool (or with +active the n the student is least sure of), so a larger budget's labels
-    contain a smaller one's: curves differ by budget, not by sampling luck."""
+    contain a smaller one's: curves differ by budget, not by sampling luck.
+
+    The same function runs in one process and on every rank of a torch.distributed group (a Ray
+    Train worker group, `w2sweep.distributed`): training goes through DeepSpeed there, every rank
+    returns the result, and only rank 0 writes it. `hooks` checkpoint and resume the training."""
     start = time.monotonic()
     pools = pools_for(cell.dataset, cell.seed)
     weak = load_weak_labels(storage, cell.sweep, cell.weak_key)
     settings = resolve_settings(cell.student)
     method = parse_method(cell.method)
-    run = _train_and_score if method.train else _prompt_and_score
-    scores = run(cell, method, pools, weak, settings)
+    if method.train:
+        scores = _train_and_score(cell, method, pools, weak, settings, hooks=hooks)
+    else:
+        scores = _prompt_and_score(cell, method, pools, weak, settings)
     m = evaluate(scores, pools.test.labels, seed=cell.seed)
     result = CellResult(
         cell_id=cell.cell_id, sweep=cell.sweep, dataset=cell.dataset.name,
@@ -318,6 +322,8 @@ def run_cell(cell: Cell, storage: Storage) -> CellResult:
         weak_accuracy=weak.test_accuracy, num_test=len(pools.test),
         wall_seconds=time.monotonic() - start, config=cell.canonical(),
     )
+    if not is_main_process():
+        return result
     try:
         storage.write_once(cell_key(cell.sweep, cell.cell_id), result.to_json())
     except AlreadyExists:

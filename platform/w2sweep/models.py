@@ -276,6 +276,12 @@ def default_device():
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
+def load_kwargs(spec) -> dict:
+    """load_classifier's keyword arguments from a `w2sweep.config.ModelSpec` (all but ref and seed)."""
+    return dict(tokenizer_ref=spec.tokenizer, trust_remote_code=spec.trust_remote_code, mode=spec.mode,
+                lora_rank=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_target_modules=spec.lora_target_modules)
+
+
 def load_classifier(ref: str, *, seed: int, tokenizer_ref: str | None = None,
                     trust_remote_code: bool = False, mode: str = "full", lora_rank: int = 8,
                     lora_alpha: float = 16.0, lora_target_modules: list[str] | None = None, device=None):

@@ -51,8 +51,9 @@ class TrainSettings:
 class TrainHooks:
     """What the loop asks of whoever checkpoints it. The default keeps nothing.
 
-    `stages` holds the stats of the stages of this cell that have finished, in order; the loop fills
-    it and stores it in every checkpoint, so a restarted cell skips the stages it had finished."""
+    `stages[i]` holds the stats of stage i of this cell once it has finished (None for a stage that
+    was skipped); the loop fills it and stores it in every checkpoint, so a restarted cell skips the
+    stages it had finished."""
 
     checkpoints = False  # True where on_epoch_end saves: the loop then keeps each stage's start weights
 
@@ -67,6 +68,11 @@ class TrainHooks:
         """Called on every rank after each validation. `save(directory)` writes the training state
         (every rank must call it under DeepSpeed: saving is collective); `metrics` has stage, epoch,
         num_steps, train_loss, val_score and done."""
+
+    def record(self, stage: int, stats: dict) -> dict:
+        self.stages.extend([None] * (stage + 1 - len(self.stages)))
+        self.stages[stage:] = [stats]
+        return stats
 
 
 def world() -> tuple[int, int]:
@@ -381,8 +387,7 @@ def fine_tune(model, tokenizer, texts: list[str], soft_labels: np.ndarray, *,
     if len(texts) == 0:
         stats = dict(num_steps=0, num_epochs=0, best_val_auroc=float("nan"), train_loss=float("nan"),
                      train_losses=[], num_steps_run=0, resumed_from_epoch=0)
-        hooks.stages[stage:] = [stats]
-        return stats
+        return hooks.record(stage, stats)
     rank, size = world()
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -467,9 +472,7 @@ def fine_tune(model, tokenizer, texts: list[str], soft_labels: np.ndarray, *,
         if done:
             break
     loop.close(best)
-    stats = finish_stats()
-    hooks.stages[stage:] = [stats]
-    return stats
+    return hooks.record(stage, finish_stats())
 
 
 def _finished_before(model, directory: Path, ckpt: dict, stage: int, hooks: TrainHooks) -> dict:
@@ -478,10 +481,10 @@ def _finished_before(model, directory: Path, ckpt: dict, stage: int, hooks: Trai
         stats = ckpt["stats"]
         weights = directory / "best.pt"
     else:
-        stats = ckpt["stages"][stage]
-        weights = directory / "stage_start.pt" if ckpt["stage"] == stage + 1 else None
-    if weights is not None and weights.exists():
+        stats = (ckpt["stages"][stage:stage + 1] or [None])[0] or {}
+        # The weights the checkpointed stage started from: what the stages before it ended with.
+        weights = directory / "stage_start.pt"
+    if weights.exists():
         _load_weights(model, torch.load(weights, weights_only=True))
     hooks.stages[:stage] = ckpt["stages"][:stage]
-    hooks.stages[stage:] = [dict(stats, num_steps_run=0)]
-    return hooks.stages[stage]
+    return hooks.record(stage, dict(stats, num_steps_run=0))
