@@ -288,7 +288,8 @@ def test_fewshot_prompt_uses_weak_labels(tmp_path, spy, monkeypatch):
     real = cells_module.predict
     monkeypatch.setattr(cells_module, "predict", lambda m, tok, texts, **kw: tested.append(texts) or real(m, tok, texts, **kw))
     cells = {c.method: c for c in expand_cells(config)}
-    run_cell(cells["sft-weak+fewshot"], storage)
+    result = run_cell(cells["sft-weak+fewshot"], storage)
+    assert result.weak_supervisor == "column:weak" and result.weak_accuracy == 0.0  # the column is always wrong
 
     shots = pools.weak_label.texts[:3]
     weak_prefix = fewshot_prefix(shots, np.array([1 - gold[t] for t in shots]))

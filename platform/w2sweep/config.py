@@ -252,7 +252,7 @@ class SweepConfig(_Strict):
             raise ValueError("give `spending_fractions` and/or `pairs`; both are empty")
         for kind, specs in (("datasets", self.datasets), ("students", self.students),
                             ("weak_supervisors", self.weak_supervisors)):
-            labels = [getattr(s, "label", getattr(s, "name", None)) for s in specs]
+            labels = [s.name if isinstance(s, DatasetSpec) else s.label for s in specs]  # a dataset's `label` is a column
             if len(set(labels)) != len(labels):
                 raise ValueError(f"{kind} names must be unique; got {labels}")
         own = [d.name for d in self.datasets if d.weak_label is not None]

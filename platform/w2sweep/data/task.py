@@ -132,12 +132,13 @@ def table_to_task(frame: pd.DataFrame, spec: DatasetSpec) -> Task:
     if spec.weak_label is not None:
         if spec.weak_label not in columns:
             raise DataError(f"dataset {name!r}: weak-label column {spec.weak_label!r} not found; available: {columns}")
-        weak_labels = [_soft_label(raw, spec.label_map) for raw in frame[spec.weak_label].tolist()]
+        raw_weak = frame[spec.weak_label].tolist()
+        weak_labels = [_soft_label(raw, spec.label_map) for raw in raw_weak]
         bad = next((i for i, v in enumerate(weak_labels) if v is None), None)
         if bad is not None:
             raise DataError(
                 f"dataset {name!r}: weak-label column {spec.weak_label!r} has value "
-                f"{frame[spec.weak_label].iloc[bad]!r} at row {bad}; allowed: a probability in [0, 1], "
+                f"{raw_weak[bad]!r} at row {bad}; allowed: a probability in [0, 1], "
                 "0/1, true/false, or a key of label_map"
             )
 
