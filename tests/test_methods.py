@@ -397,6 +397,19 @@ def test_fewshot_prompt_method_scores_a_causal_lm_with_every_bought_label_as_a_s
     assert 0 <= result.accuracy <= 1 and result.n_weak == 5 and result.n_oracle == 3
 
 
+def test_fewshot_prompt_cells_are_made_only_for_students_that_can_be_prompted(tmp_path):
+    from w2sweep.prompting import is_encoder
+
+    assert is_encoder("tiny-bert") and is_encoder("minilm-l6")
+    assert not is_encoder("tiny-qwen2") and not is_encoder("smollm2-135m")
+    assert is_encoder("Qwen/Qwen2.5-0.5B") is None  # unknown without the hub: its cells are kept
+    students = [dict(model="tiny-bert", name="encoder"), dict(model="tiny-qwen2", name="lm")]
+    with pytest.warns(UserWarning, match="student 'encoder' is an encoder: it gets no fewshot-prompt cells"):
+        grid = expand_cells(small_config(tmp_path, students=students, methods=["seq-sft", "fewshot-prompt"]))
+    assert {(c.student.label, c.method) for c in grid} == {
+        ("encoder", "seq-sft"), ("lm", "seq-sft"), ("lm", "fewshot-prompt")}
+
+
 def test_fewshot_prompt_refuses_an_encoder_student(world):
     from w2sweep.models import ModelError
 

@@ -10,6 +10,7 @@ import functools
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +22,8 @@ from w2sweep.losses import loss_defaults, make_loss
 from w2sweep.methods import CEILING, Method, parse_method
 from w2sweep.metrics import evaluate
 from w2sweep.models import default_settings, load_classifier, load_kwargs
-from w2sweep.prompting import fewshot_prefix, load_causal_lm, prompt_scores, prompt_text, warn_if_truncated
+from w2sweep.prompting import (fewshot_prefix, is_encoder, load_causal_lm, prompt_scores, prompt_text,
+                               warn_if_truncated)
 from w2sweep.results import RESULT_SCHEMA_VERSION, CellResult, cell_key
 from w2sweep.storage import AlreadyExists, Storage
 from w2sweep.train import TrainHooks, TrainSettings, fine_tune, is_main_process, predict
@@ -133,15 +135,22 @@ def expand_cells(config: SweepConfig) -> list[Cell]:
     """Every cell of the grid, deduplicated (a one-source method runs once per budget, not per f).
 
     A dataset with its own weak-label column gets no weak supervisor axis (weak_supervisor None).
+    fewshot-prompt cells are made only for students that can be prompted (not known encoders).
     With `config.ceiling` (or method "ceiling"), each dataset x weak x student x seed also gets one
     ceiling cell: sft-oracle on its whole oracle pool, whatever the budgets."""
     cells: dict[str, Cell] = {}
     methods = [m for m in config.methods if m != CEILING]
+    for student in config.students:
+        if any(not parse_method(m).train for m in methods) and is_encoder(student.model):
+            warnings.warn(f"student {student.label!r} is an encoder: it gets no fewshot-prompt cells "
+                          "(prompting needs a causal LM)", stacklevel=2)
     for dataset in config.datasets:
         weaks = [None] if dataset.weak_label is not None else config.weak_supervisors
         for weak in weaks:
             for student in config.students:
                 for method in methods:
+                    if not parse_method(method).train and is_encoder(student.model):
+                        continue
                     options = method_options_for(parse_method(method), config.method_options)
                     for budget, f, n_weak, n_oracle in _splits(config, method):
                         for seed in config.seeds:
@@ -149,8 +158,8 @@ def expand_cells(config: SweepConfig) -> list[Cell]:
                                         n_weak, n_oracle, seed, config.costs, options)
                             cells.setdefault(cell.cell_id, cell)
                 if config.ceiling or CEILING in config.methods:
+                    n_oracle = len(pools_for(dataset, config.seeds[0]).oracle)  # pool sizes do not depend on the seed
                     for seed in config.seeds:
-                        n_oracle = len(pools_for(dataset, seed).oracle)
                         cost = costs.label_cost(0, n_oracle, c_weak=config.costs.c_weak,
                                                 c_oracle=config.costs.c_oracle)
                         cell = Cell(config.name, dataset, weak, student, CEILING, cost, 1.0, 0, n_oracle,

@@ -96,6 +96,27 @@ def load_causal_lm(ref: str, *, seed: int, tokenizer_ref: str | None = None, tru
     return tokenizer, model.to(default_device())
 
 
+def is_encoder(ref: str) -> bool | None:
+    """Whether model `ref` is encoder-only (cannot be prompted), as far as is known without loading
+    it: tiny and packaged models by their type, local checkpoints by config.json; None for hub ids."""
+    import json
+    from pathlib import Path
+
+    from w2sweep.models import PACKAGED
+
+    kind = model_kind(ref)
+    if kind == "tiny":
+        return TINY[ref]["model_type"] in ENCODER_TYPES
+    if kind == "packaged":
+        return PACKAGED[ref].gguf is None  # the packaged encoders ship safetensors; the GGUF ones are LMs
+    if kind == "local":
+        config = Path(ref).expanduser() / "config.json"
+        if config.exists():
+            c = json.loads(config.read_text())
+            return c.get("model_type") in ENCODER_TYPES or bool(c.get("is_encoder_decoder"))
+    return None
+
+
 def _check_causal(ref: str, model_type: str, *, is_encoder_decoder: bool) -> None:
     if model_type in ENCODER_TYPES or is_encoder_decoder:
         raise ModelError(f"method 'fewshot-prompt' needs a causal LM student; {ref!r} is a {model_type!r} "
