@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import ray
 from ray import tune
@@ -17,6 +20,7 @@ from w2sweep.cells import Cell, expand_cells, run_cell
 from w2sweep.config import SweepConfig
 from w2sweep.results import cell_key
 from w2sweep.storage import Storage
+from w2sweep.telemetry import CellTags, SweepMetrics
 from w2sweep.weak import ensure_weak_labels
 
 # Cells resolve relative paths (local datasets) against the directory the sweep was started from;
@@ -33,26 +37,127 @@ class SweepReport:
     failed: dict[str, str] = field(default_factory=dict)  # cell id -> one-line error
 
 
-def _cell_trainable(config: dict, *, cells: dict[str, str], storage_uri: str) -> None:
+def storage_env() -> dict[str, str]:
+    """The driver's storage settings (``AWS_*``: endpoint, region, credentials) for the workers.
+
+    They travel as a task argument through Ray's object store, not as runtime-env ``env_vars``: Ray
+    writes runtime envs into its own log files, and credentials must never reach a log line.
+    """
+    return {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+
+
+def _keep_credentials_out_of_runtime_envs() -> None:
+    """Ray Tune copies the driver's AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and session tokens into
+    every trial actor's runtime env, which Ray writes into its log files. The trainable gets them
+    from `storage_env` instead, so that copy is switched off (ray is pinned; the test
+    tests/test_dashboards.py::test_drivers_storage_secret_reaches_no_log_and_no_stored_object
+    fails if a Ray upgrade brings it back)."""
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE = {
+        name for name in class_cache.ENV_VARS_TO_PROPAGATE if not name.startswith("AWS_")}
+
+
+def in_storage_env(env: dict[str, str], fn, /, *args, **kwargs):
+    """Call `fn` in a worker after putting the driver's storage settings into its environment."""
+    os.environ.update(env)
+    return fn(*args, **kwargs)
+
+
+def running_key(sweep: str, cell_id: str) -> str:
+    """The heartbeat a cell's trial holds while it runs: written at start, deleted at the end."""
+    return f"{sweep}/running/{cell_id}.json"
+
+
+def _cell_trainable(config: dict, *, cells: dict[str, str], storage_uri: str, env: dict[str, str]) -> None:
+    os.environ.update(env)
     cell = Cell.from_json(cells[config["cell_id"]])
-    result = run_cell(cell, Storage.from_uri(storage_uri))
+    storage = Storage.from_uri(storage_uri)
+    heartbeat = running_key(cell.sweep, cell.cell_id)
+    storage.write_bytes(heartbeat, json.dumps(
+        {"cell_id": cell.cell_id, "started": time.time(), "host": socket.gethostname()}).encode())
+    try:
+        result = run_cell(cell, storage)
+    finally:
+        storage.delete(heartbeat)
     tune.report({"accuracy": result.accuracy, "auroc": result.auroc, "wall_seconds": result.wall_seconds})
 
 
-class _Progress(tune.Callback):
-    """One progress bar for the whole grid: done/total, failures in the postfix."""
+def _tags(cell: Cell) -> CellTags:
+    return CellTags(sweep=cell.sweep, dataset=cell.dataset.name, student=cell.student.label, method=cell.method)
 
-    def __init__(self, total: int, initial: int):
+
+class _Progress(tune.Callback):
+    """One progress bar for the whole grid: done/total, failures in the postfix. It also feeds the
+    sweep's Prometheus metrics (`w2sweep.telemetry`), from the driver only."""
+
+    def __init__(self, total: int, initial: int, *, cells: list[Cell], todo: list[Cell], num_gpus: float):
         self.bar = tqdm(total=total, initial=initial, desc="cells", unit="cell", dynamic_ncols=True)
         self.num_failed = 0
+        self.cells = {c.cell_id: c for c in todo}
+        self.num_gpus = num_gpus
+        self.started: dict[str, float] = {}  # trial id -> time.monotonic() at its (last) start
+        self.metrics = SweepMetrics()
+        todo_ids = set(self.cells)
+        groups: dict[CellTags, list[int]] = {}
+        for c in cells:
+            counts = groups.setdefault(_tags(c), [0, 0])
+            counts[0] += 1
+            counts[1] += c.cell_id not in todo_ids
+        for tags, (num_cells, num_skipped) in groups.items():
+            self.metrics.grid(tags, num_cells=num_cells, num_skipped=num_skipped)
+
+    def _cell(self, trial) -> Cell:
+        return self.cells[trial.config["cell_id"]]
+
+    def _stop(self, trial) -> float:
+        """Seconds since the trial's start; takes it out of the running cells."""
+        start = self.started.pop(trial.trial_id, None)
+        if start is None:
+            return 0.0
+        self.metrics.stopped(_tags(self._cell(trial)))
+        return time.monotonic() - start
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if trial.trial_id not in self.started:
+            self.metrics.started(_tags(self._cell(trial)))
+        self.started[trial.trial_id] = time.monotonic()
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._stop(trial)  # back to pending for a retry
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        seconds = self._stop(trial)
+        cell = self._cell(trial)
+        seconds = float((trial.last_result or {}).get("wall_seconds", seconds))
+        self.metrics.finished(_tags(cell), seconds=seconds, label_cost=cell.label_cost,
+                              n_weak=cell.n_weak, n_oracle=cell.n_oracle, num_gpus=self.num_gpus)
         self.bar.update(1)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        seconds = self._stop(trial)
+        self.metrics.failed(_tags(self._cell(trial)), seconds=seconds, num_gpus=self.num_gpus)
         self.num_failed += 1
         self.bar.set_postfix(failed=self.num_failed)
         self.bar.update(1)
+
+
+def _runtime_env() -> dict:
+    """What every worker of the sweep needs: the driver's own w2sweep (shipped as a py_module, so a
+    job submitted with ``--working-dir .`` runs its checkout's code even though the package lives in
+    platform/, off the workers' import path) and `_WORKER_ENV`.
+
+    Inside a submitted job Ray merges this with the job's runtime env and refuses a field or variable
+    set on both sides, so whatever the job already sets is left to the job.
+    """
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}").get("runtime_env") or {}
+    env: dict = {}
+    if "py_modules" not in job:
+        env["py_modules"] = [str(Path(__file__).resolve().parent)]
+    env_vars = {k: v for k, v in _WORKER_ENV.items() if k not in (job.get("env_vars") or {})}
+    if env_vars:
+        env["env_vars"] = env_vars
+    return env
 
 
 def _init_ray() -> None:
@@ -61,7 +166,7 @@ def _init_ray() -> None:
         return
     ray.init(
         address=os.environ.get("RAY_ADDRESS") or None,
-        runtime_env={"env_vars": _WORKER_ENV},
+        runtime_env=_runtime_env(),
         logging_level=logging.WARNING,
         log_to_driver=False,  # cell logs stay in Ray's log files; the driver shows the progress bar
         include_dashboard=False,
@@ -74,8 +179,10 @@ def _produce_weak_labels(config: SweepConfig, storage: Storage, cells: list[Cell
     if not needed:
         return
     task = ray.remote(num_cpus=config.resources.cpu, num_gpus=config.resources.gpu,
-                      max_retries=config.max_failures, retry_exceptions=True)(ensure_weak_labels)
-    refs = [task.remote(storage, config.name, c.dataset, c.weak_supervisor, c.seed) for c in needed.values()]
+                      max_retries=config.max_failures, retry_exceptions=True)(in_storage_env)
+    env = ray.put(storage_env())
+    refs = [task.remote(env, ensure_weak_labels, storage, config.name, c.dataset, c.weak_supervisor, c.seed)
+            for c in needed.values()]
     with tqdm(total=len(refs), desc="weak labels", unit="key", dynamic_ncols=True) as bar:
         while refs:
             ready, refs = ray.wait(refs, num_returns=1)
@@ -93,15 +200,17 @@ def run_sweep(config: SweepConfig) -> SweepReport:
     if not todo:
         return report
     _init_ray()
+    _keep_credentials_out_of_runtime_envs()
     _produce_weak_labels(config, storage, todo)
     trainable = tune.with_resources(
         tune.with_parameters(_cell_trainable, cells={c.cell_id: c.to_json() for c in todo},
-                             storage_uri=config.storage),
+                             storage_uri=config.storage, env=storage_env()),
         {"cpu": config.resources.cpu, "gpu": config.resources.gpu},
     )
     # The progress bar below is the sweep's console output; Tune's own tables would interleave with it.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    progress = _Progress(total=len(cells), initial=report.num_skipped)
+    progress = _Progress(total=len(cells), initial=report.num_skipped, cells=cells, todo=todo,
+                         num_gpus=config.resources.gpu)
     tuner = tune.Tuner(
         trainable,
         param_space={"cell_id": tune.grid_search([c.cell_id for c in todo])},
