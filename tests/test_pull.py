@@ -186,3 +186,22 @@ def test_cli_reports_aggregation_errors_in_one_line(tmp_path, capsys, argv, mess
     err = capsys.readouterr().err
     assert err.strip() == message or err.strip().startswith(message)
     assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_wrong_s3_credentials_are_one_line(seaweedfs, s3_env, tmp_path, capsys):
+    s3_env(seaweedfs, secret_key="not-the-secret")
+    for argv in (["frontier", f"s3://{seaweedfs.bucket}/x/demo"],
+                 ["pull", f"s3://{seaweedfs.bucket}/x/demo", "--out", str(tmp_path / "out")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("storage error: "), err
+        assert "not-the-secret" not in err
+
+
+def test_cli_pull_into_a_folder_it_cannot_write_is_one_line(tmp_path, capsys):
+    write_cells(Storage.from_uri(str(tmp_path / "store")), ROWS)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["pull", f"{tmp_path / 'store'}/demo", "--out", str(blocker / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"pull error: {blocker / 'out'}"), err

@@ -126,8 +126,7 @@ def browser() -> Browser:
             pytest.fail(message)
         pytest.skip(message)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends",
-                                            "chromium", "chromium-driver"]):
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium", "chromium-driver"]):
         done = subprocess.run(prefix + command, env=env, capture_output=True, text=True, timeout=1200)
         if done.returncode != 0:
             pytest.fail(f"{' '.join(command)} failed (exit {done.returncode}): "

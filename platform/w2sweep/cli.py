@@ -92,12 +92,15 @@ def cmd_run(args) -> int:
 
 def _storage_and_sweep(text: str):
     """STORAGE/SWEEP (``outputs/demo``, ``s3://bucket/prefix/demo``) -> (Storage, sweep name)."""
-    from w2sweep.storage import Storage
+    from w2sweep.storage import Storage, StorageError
 
     root, _, sweep = text.rstrip("/").rpartition("/")
     if not sweep or root.endswith(":/"):
         raise BadInput([f"argument STORAGE/SWEEP: {text!r}: expected STORAGE/SWEEP, e.g. outputs/demo"])
-    return Storage.from_uri(root or "."), sweep
+    try:
+        return Storage.from_uri(root or "."), sweep
+    except StorageError as e:
+        raise BadInput([str(e)]) from None
 
 
 def _float_list(text: str) -> list[float]:
@@ -130,12 +133,15 @@ def _frontier_options(args) -> dict:
 
 def cmd_frontier(args) -> int:
     from w2sweep.frontier import write_frontier
+    from w2sweep.storage import StorageError
 
     storage, sweep = _storage_and_sweep(args.sweep)
     try:
         summary = write_frontier(storage, sweep, **_frontier_options(args))
     except ValueError as e:
         raise BadInput([f"frontier error: {e}"]) from None
+    except StorageError as e:  # already one line: where, what, what to check
+        raise BadInput([str(e)]) from None
     print(f"{summary['num_results']} cell results read, {summary['num_ignored']} not usable "
           f"(failed or no accuracy), {summary['num_unreadable']} unreadable")
     for key, reason in sorted(summary["unreadable_reasons"].items()):
@@ -147,12 +153,17 @@ def cmd_frontier(args) -> int:
 
 def cmd_pull(args) -> int:
     from w2sweep.pull import PullError, pull
+    from w2sweep.storage import StorageError
 
     storage, sweep = _storage_and_sweep(args.sweep)
     try:
         report = pull(storage, sweep, args.out, options=_frontier_options(args), recompute=args.recompute)
     except (ValueError, PullError) as e:
         raise BadInput([f"pull error: {e}"]) from None
+    except StorageError as e:
+        raise BadInput([str(e)]) from None
+    except OSError as e:  # the local folder
+        raise BadInput([f"pull error: {args.out}: {e.strerror or e}"]) from None
     state = f"recomputed ({report.reason})" if report.recomputed else "up to date"
     print(f"{sweep}: frontier {state}; {len(report.files)} files, {report.num_bytes / 1e6:.2f} MB -> {report.out}")
     return 0

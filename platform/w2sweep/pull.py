@@ -110,6 +110,7 @@ def pull(storage: Storage, sweep: str, out: str | Path, *, options: dict | None 
     if unknown:
         raise ValueError(f"pull options {unknown}: allowed: {', '.join(OPTION_NAMES)}")
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made fails before any work
     manifest = read_manifest(storage, sweep)
     reason = "--recompute" if recompute else staleness(storage, sweep, manifest, options)
     recomputed = bool(reason)
