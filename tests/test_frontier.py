@@ -242,7 +242,7 @@ def test_write_frontier_stores_the_tables_it_computes(tmp_path):
     summary = write_frontier(storage, "demo", tolerance=0.02)
 
     names = ["curves.csv", "frontier.csv", "regimes.csv", "budget_table.csv", "pgr.csv", "curves.png",
-             "frontier.png", "budget_table.png", "report.html", "manifest.json"]
+             "frontier.png", "budget_table.png", "report.html", "results.parquet", "manifest.json"]
     assert summary["keys"] == [f"demo/frontier/{n}" for n in names]
     assert (summary["num_results"], summary["num_ignored"]) == (len(rows), 1)
     assert (summary["num_unreadable"], summary["unreadable"]) == (1, ["demo/cells/broken.json"])
@@ -256,6 +256,9 @@ def test_write_frontier_stores_the_tables_it_computes(tmp_path):
         stored = pd.read_csv(io.BytesIO(storage.read_bytes(f"demo/frontier/{name}")))
         pd.testing.assert_frame_equal(stored, plain(frame), check_dtype=False)
     assert storage.read_bytes("demo/frontier/curves.png").startswith(b"\x89PNG")
+    stored = pd.read_parquet(io.BytesIO(storage.read_bytes("demo/frontier/results.parquet")))
+    assert sorted(stored["cell_id"]) == sorted(r["cell_id"] for r in rows)  # every readable object
+    assert "demo/cells/broken.json" in storage.read_bytes("demo/frontier/report.html").decode()
 
 
 def test_write_frontier_without_finished_cells_raises(tmp_path):

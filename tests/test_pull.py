@@ -55,7 +55,7 @@ def test_pull_computes_a_missing_frontier_and_the_files_on_disk_equal_it(tmp_pat
     assert (report.recomputed, report.reason) == (True, "no frontier computed yet")
     manifest = assert_disk_equals_storage(out, storage)
     assert sorted(manifest["files"]) == sorted(TABLES + ["curves.png", "frontier.png", "budget_table.png",
-                                                         "report.html"])
+                                                         "report.html", "results.parquet"])
     assert sorted(p.name for p in out.iterdir()) == sorted([*manifest["files"], "manifest.json"])
     assert_tables_are(out, ROWS)
     assert (out / "frontier.png").read_bytes().startswith(b"\x89PNG")

@@ -624,8 +624,9 @@ def _fmt(value: float) -> str:
 
 
 def view_outputs(agg: Aggregate, *, title: str, summary: dict, gpu_hour_price: float,
-                 label_unit_price: float) -> dict[str, bytes]:
-    """The files of one view: CSVs, PNGs and report.html, by file name."""
+                 label_unit_price: float, unreadable: dict[str, str] | None = None) -> dict[str, bytes]:
+    """The files of one view: CSVs, PNGs and report.html, by file name. `unreadable` ({key: reason})
+    is listed in the report only."""
     from w2sweep.report import render_report
 
     images = {
@@ -643,8 +644,28 @@ def view_outputs(agg: Aggregate, *, title: str, summary: dict, gpu_hour_price: f
     }
     outputs = {name: frame.to_csv(index=False).encode() for name, frame in tables.items()}
     outputs.update(images)
-    outputs["report.html"] = render_report(title=title, summary=summary, tables=tables, images=images).encode()
+    shown = dict(tables)
+    if unreadable:
+        shown["unreadable objects"] = pd.DataFrame(sorted(unreadable.items()), columns=["object", "reason"])
+    outputs["report.html"] = render_report(title=title, summary=summary, tables=shown, images=images).encode()
     return outputs
+
+
+def results_parquet(results: pd.DataFrame) -> bytes:
+    """The results table as read (one row per readable cell object) as Parquet bytes. Columns whose
+    values JSON mixed types into become strings rather than failing the frontier."""
+    import pyarrow as pa
+
+    frame = results.assign(**{c: _numeric(results, c) for c in ("spending_fraction", "accuracy", "gpu_seconds")
+                              if c in results})
+    buffer = io.BytesIO()
+    try:
+        frame.to_parquet(buffer, index=False)
+    except (pa.ArrowException, TypeError, ValueError):
+        mixed = [c for c in frame.columns if frame[c].dtype == object]
+        buffer = io.BytesIO()
+        frame.astype({c: str for c in mixed}).to_parquet(buffer, index=False)
+    return buffer.getvalue()
 
 
 def write_frontier(storage: Storage, sweep: str, *, tolerance: float = 0.01, axis: str = "label",
@@ -653,8 +674,9 @@ def write_frontier(storage: Storage, sweep: str, *, tolerance: float = 0.01, axi
                    dataset_groups: dict[str, list[str]] | None = None, num_threads: int = 32) -> dict:
     """Read `sweep`'s results; write the CSVs, PNGs and report.html under ``<sweep>/frontier/`` (the
     results' own costs) and, for each value of `c_weak`, under ``<sweep>/frontier/c_weak=<v>/``
-    (re-costed, nothing re-run); last, ``frontier/manifest.json`` listing every file with its sha256
-    and the inputs it was computed from.
+    (re-costed, nothing re-run); then ``frontier/results.parquet`` (the results table as read) and
+    last ``frontier/manifest.json``, listing every file with its sha256 and the inputs it was
+    computed from.
 
     `gpu_hour_price` ($/GPU-hour): None takes sweep.yaml's ``gpu_hour_price`` (top level or under
     ``costs``), else DEFAULT_GPU_HOUR_PRICE. `budgets` (label units): the budget table's rows; None
@@ -701,6 +723,7 @@ def write_frontier(storage: Storage, sweep: str, *, tolerance: float = 0.01, axi
         "wall_seconds x GPUs per cell": int((~measured & (gpus > 0)).sum()),
         "no GPU (0)": int((~measured & (gpus <= 0)).sum()),
     }
+    raw_results = results
     results = add_dataset_groups(results, dataset_groups or {})
 
     resolved = requested | dict(gpu_hour_price=gpu_hour_price, budgets=budgets)
@@ -729,8 +752,9 @@ def write_frontier(storage: Storage, sweep: str, *, tolerance: float = 0.01, axi
         }
         title = f"w2sweep frontier: {sweep}" + ("" if price is None else f" (c_weak = {_fmt(price)})")
         for name, data in view_outputs(agg, title=title, summary=view_summary, gpu_hour_price=gpu_hour_price,
-                                       label_unit_price=label_unit_price).items():
+                                       label_unit_price=label_unit_price, unreadable=unreadable).items():
             files[prefix + name] = data
+    files["results.parquet"] = results_parquet(raw_results)
 
     written = []
     for name, data in files.items():
