@@ -3,6 +3,7 @@ local Ray head with Ray 2.60's default token authentication, and the example swe
 
 import json
 import os
+import runpy
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from conftest import REPO, tiny_config
+from w2sweep.cli import main
 
 VENV_BIN = Path(sys.executable).parent
 RAY = str(VENV_BIN / "ray")
@@ -136,7 +138,7 @@ def _submission_id(output: str) -> str:
 
 
 @pytest.mark.ray
-def test_submitted_sweep_job_succeeds_and_writes_every_cell(ray_head, tmp_path):
+def test_submitted_sweep_job_succeeds_and_writes_every_cell(ray_head, tmp_path, capsys, monkeypatch):
     storage = tmp_path / "store"
     config = tiny_config(str(storage), resources={"cpu": 1, "gpu": 0.5})
     path = tmp_path / "tiny.yaml"
@@ -154,9 +156,19 @@ def test_submitted_sweep_job_succeeds_and_writes_every_cell(ray_head, tmp_path):
     assert {(r["budget"], r["spending_fraction"]) for r in results} == {
         (b, f) for b in (4, 16) for f in (0, 0.5, 1)}
     assert all(r["status"] == "ok" and 0 <= r["accuracy"] <= 1 for r in results)
-    assert (storage / "tiny" / "frontier" / "curves.csv").exists()
-    # Every heartbeat was removed when its cell ended.
+    # Each trial wrote its heartbeat under running/ and removed it when its cell ended.
+    assert (storage / "tiny" / "running").is_dir()
     assert not list((storage / "tiny" / "running").glob("*.json"))
+
+    # `w2sweep status` reads the same storage; jobs/frontier.py re-aggregates it.
+    assert main(["status", str(storage / "tiny")]) == 0
+    assert "tiny: 6/6 cells done, 0 running, 0 failed, 0 pending" in capsys.readouterr().out
+    (storage / "tiny" / "frontier" / "curves.csv").unlink()
+    monkeypatch.setattr(sys, "argv", ["jobs/frontier.py", str(storage / "tiny")])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(REPO / "jobs" / "frontier.py"), run_name="__main__")
+    assert exit_.value.code == 0
+    assert (storage / "tiny" / "frontier" / "curves.csv").exists()
 
 
 @pytest.mark.ray
