@@ -4,6 +4,7 @@ local Ray head with Ray 2.60's default token authentication, and the example swe
 import json
 import os
 import runpy
+import shutil
 import signal
 import socket
 import subprocess
@@ -47,6 +48,10 @@ class RayHead:
         # Job entrypoints run `python` from the head's PATH: this venv's.
         self.env["PATH"] = f"{VENV_BIN}{os.pathsep}{self.env.get('PATH', '')}"
         self.env["RAY_USAGE_STATS_ENABLED"] = "0"
+        # Ray 2.60's default: `ray start --head` turns token auth on when ~/.ray/auth_token exists (any
+        # earlier local ray.init writes one). Make sure it does on a fresh machine too.
+        subprocess.run([RAY, "get-auth-token", "--generate"], env=self.env, capture_output=True, check=True)
+        self.env["RAY_AUTH_MODE"] = "token"
         self.env["RAY_metrics_report_interval_ms"] = "1000"  # default 10 s; tests wait less
         cmd = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
                f"--temp-dir={self.temp_dir}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
@@ -121,6 +126,7 @@ class RayHead:
         except ProcessLookupError:
             pass
         self.log.close()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +141,15 @@ def _submission_id(output: str) -> str:
         if word.startswith("raysubmit_"):
             return word
     raise AssertionError(f"no submission id in: {output[-2000:]}")
+
+
+@pytest.mark.ray
+def test_head_refuses_a_client_with_the_wrong_token(ray_head):
+    wrong = ray_head.client_env(RAY_AUTH_TOKEN="not-the-token")
+    done = subprocess.run([RAY, "job", "list", "--address", ray_head.dashboard_url], env=wrong,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "auth" in (done.stdout + done.stderr).lower()
 
 
 @pytest.mark.ray
