@@ -1,0 +1,178 @@
+"""Ray Train for the cells whose student trains on several workers (``num_workers > 1``).
+
+The cell's Tune trial (`w2sweep.sweep`) asks almost nothing of the cluster itself and drives one Ray
+Train V2 `TorchTrainer` per cell; each of its workers runs the same plain `run_cell` as a one-worker
+cell, in a torch.distributed process group (gloo on CPUs, NCCL on GPUs), so `w2sweep.train` trains
+through DeepSpeed and only rank 0 writes the result:
+
+    Tune trial (0.01 CPU) -> TorchTrainer(num_workers x {CPU, GPU}) -> every worker: run_cell(cell, storage, hooks)
+
+At every validation the workers save the training state (DeepSpeed's per-rank shards plus the loop's
+own state) and report it with `ray.train.report`; Ray Train merges the ranks' files into one checkpoint
+under ``<storage>/<sweep>/checkpoints/<cell_id>/``. A worker that dies makes Ray Train restart the worker
+group (`FailureConfig(max_failures)`), and the new workers resume from the last checkpoint instead of
+from scratch; a sweep re-run after an interruption finds the same run by name and resumes it too.
+The checkpoints of a finished cell are deleted: its result object is what counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+import ray.train
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from w2sweep.cells import Cell, run_cell
+from w2sweep.config import ModelSpec, Resources
+from w2sweep.storage import Storage
+from w2sweep.train import TrainHooks
+
+# Test-only fault injection: "stage:epoch:rank:marker_path". That rank exits (as if its machine died)
+# when it reaches the end of that epoch, before saving its checkpoint, once: the marker file records
+# that it happened, so the restarted worker group runs through.
+FAULT_ENV = "W2SWEEP_TEST_FAULT"
+_FINAL = "final_metrics.json"  # in the last checkpoint of a finished cell
+
+
+def uses_ray_train(student: ModelSpec) -> bool:
+    """A cell goes through Ray Train when its student trains on more than one worker."""
+    return student.num_workers > 1
+
+
+def worker_resources(student: ModelSpec, default: Resources) -> dict[str, float]:
+    """What each training worker of `student` reserves: its own settings, else the sweep's."""
+    cpu = student.cpus_per_worker if student.cpus_per_worker is not None else default.cpu
+    gpu = student.gpus_per_worker if student.gpus_per_worker is not None else default.gpu
+    return {"CPU": cpu, "GPU": gpu}
+
+
+def checkpoints_key(sweep: str) -> str:
+    """Where the Ray Train runs of a sweep keep their checkpoints: one folder per cell id."""
+    return f"{sweep}/checkpoints"
+
+
+class RayTrainHooks(TrainHooks):
+    """`TrainHooks` on Ray Train: each validation's state is reported as a checkpoint; after a restart
+    the last reported one is downloaded once and handed to the loop."""
+
+    checkpoints = True
+
+    def __init__(self):
+        super().__init__()
+        self._checkpoint = ray.train.get_checkpoint()
+        self._local: str | None = None
+        self.resumed = self._checkpoint is not None
+
+    def resume_dir(self) -> str | None:
+        if self._checkpoint is None:
+            return None
+        if self._local is None:
+            self._local = tempfile.mkdtemp(prefix="w2sweep-resume-")
+            self._checkpoint.to_directory(self._local)
+        return self._local
+
+    def on_epoch_end(self, save, metrics: dict) -> None:
+        _maybe_fail(metrics["stage"], metrics["epoch"])
+        with tempfile.TemporaryDirectory(prefix="w2sweep-checkpoint-") as tmp:
+            save(tmp)
+            ray.train.report(dict(metrics), checkpoint=Checkpoint.from_directory(tmp))
+
+    def final_metrics(self) -> dict | None:
+        """The metrics of the finished cell when the last checkpoint is the final report's."""
+        directory = self.resume_dir()
+        final = Path(directory, _FINAL) if directory else None
+        return json.loads(final.read_text()) if final is not None and final.exists() else None
+
+    def cleanup(self) -> None:
+        if self._local is not None:
+            shutil.rmtree(self._local, ignore_errors=True)
+
+
+def _maybe_fail(stage: int, epoch: int) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    fault_stage, fault_epoch, fault_rank, marker = spec.split(":", 3)
+    if (int(fault_stage), int(fault_epoch), int(fault_rank)) != (
+            stage, epoch, ray.train.get_context().get_world_rank()):
+        return
+    try:
+        with open(marker, "x"):
+            pass
+    except FileExistsError:
+        return  # it already failed once
+    # Ray Train takes in a report when it next polls the workers (every 2 s); a worker group that
+    # fails before then loses it. A real epoch lasts far longer than that; a test's may not.
+    time.sleep(3 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0)))
+    os._exit(1)
+
+
+def _train_loop_per_worker(config: dict) -> None:
+    os.environ.update(ray.get(config["env"]))
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(ray.train.torch.get_device())
+    cell = Cell.from_json(config["cell"])
+    hooks = RayTrainHooks()
+    try:
+        final = hooks.final_metrics()  # a restart after the last report has nothing left to train
+        if final is None:
+            result = run_cell(cell, Storage.from_uri(config["storage_uri"]), hooks=hooks)
+            stages = [s for s in hooks.stages if s is not None]
+            final = {
+                "accuracy": result.accuracy, "auroc": result.auroc, "wall_seconds": result.wall_seconds,
+                "num_steps": sum(s["num_steps"] for s in stages),
+                "num_steps_run": sum(s["num_steps_run"] for s in stages),
+                "train_losses": [s["train_losses"] for s in stages],
+                "resumed": hooks.resumed,
+            }
+    finally:
+        hooks.cleanup()
+    # Ray Train's result carries the metrics of the last *checkpoint*: the final report is one, too.
+    with tempfile.TemporaryDirectory(prefix="w2sweep-final-") as tmp:
+        rank0 = ray.train.get_context().get_world_rank() == 0
+        if rank0:
+            Path(tmp, _FINAL).write_text(json.dumps(final))
+        ray.train.report(final, checkpoint=Checkpoint.from_directory(tmp) if rank0 else None)
+
+
+def run_cell_on_workers(cell: Cell, storage_uri: str, *, resources: Resources, max_failures: int,
+                        env: dict[str, str] | None = None, keep_checkpoints: bool = False) -> dict:
+    """Train and evaluate `cell` on `cell.student.num_workers` Ray Train workers; return the final
+    metrics (accuracy, auroc, wall_seconds, num_steps, num_steps_run, train_losses per stage, resumed).
+
+    `env` (storage settings such as AWS_*) reaches the workers through the object store, never a
+    runtime env or a config that Ray would log. Raises ray.train.TrainingFailedError when the workers
+    failed more than `max_failures` times."""
+    storage = Storage.from_uri(storage_uri)
+    student = cell.student
+    per_worker = worker_resources(student, resources)
+    use_gpu = per_worker["GPU"] > 0
+    trainer = TorchTrainer(
+        _train_loop_per_worker,
+        train_loop_config={"cell": cell.to_json(), "storage_uri": storage_uri, "env": ray.put(env or {})},
+        scaling_config=ScalingConfig(num_workers=student.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker=per_worker if use_gpu else {"CPU": per_worker["CPU"]}),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=RunConfig(
+            name=cell.cell_id, storage_path=storage.path(checkpoints_key(cell.sweep)),
+            storage_filesystem=None if storage.is_local else storage.filesystem,
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    result = trainer.fit()
+    if not keep_checkpoints:
+        try:
+            storage.filesystem.delete_dir(storage.path(f"{checkpoints_key(cell.sweep)}/{cell.cell_id}"))
+        except OSError:
+            pass  # leftovers cost space, not correctness: the result object marks the cell done
+    return dict(result.metrics)
