@@ -4,7 +4,11 @@ On a running cluster (`ray up cluster.yaml`, then `ray dashboard cluster.yaml` i
 from the repository root:
 
     ray job submit --working-dir . -- python jobs/sweep.py jobs/configs/demo.yaml
-    ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- python jobs/sweep.py jobs/configs/paper.yaml
+    ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml \
+        --entrypoint-resources '{"driver": 1}' -- python jobs/sweep.py jobs/configs/paper.yaml
+
+(the client needs RAY_AUTH_MODE=token and RAY_ADDRESS=http://127.0.0.1:8265; `{"driver": 1}` puts the
+driver on cluster.yaml's on-demand driver node).
 
 On one machine, without a cluster (Ray starts a local one for the run):
 
@@ -14,7 +18,8 @@ On one machine, without a cluster (Ray starts a local one for the run):
 jobs/runtime_env.yaml also leaves out .git). The sweep ships its own w2sweep package to every worker,
 so the cluster runs this checkout's code. Storage settings (AWS_ENDPOINT_URL, AWS_REGION, credentials)
 are read from the driver's environment and handed to the workers; on AWS the cluster's instance role
-needs none. Progress is in `ray job logs --follow JOB_ID` and `w2sweep status STORAGE/SWEEP`.
+needs none. On more than one node, `storage` must be shared (s3://...): demo.yaml's `outputs` is a
+directory on whichever node a cell ran. Progress is in `ray job logs --follow JOB_ID` and `w2sweep status STORAGE/SWEEP`.
 """
 
 import sys
