@@ -12,6 +12,7 @@ from conftest import tiny_config
 from w2sweep.cells import expand_cells, run_cell
 from w2sweep.config import parse_config
 from w2sweep.storage import Storage
+from w2sweep.sweep import weak_labels_to_compute
 from w2sweep.weak import ensure_weak_labels
 
 
@@ -33,7 +34,7 @@ def _small(storage, **overrides):
     config = tiny_config(
         storage,
         datasets=[dict(name="synthetic-sentiment", source="synthetic", num_examples=400,
-                       pools=dict(weak_train=48, val=32, test=32, weak_label=64, oracle=64))],
+                       pools=dict(weak_train=32, val=32, test=32, weak_label=64, oracle=64))],
         weak_supervisors=[dict(model="tiny-bert", name="tiny-weak", epochs=1, max_length=16)],
         students=[dict(model="tiny-bert", name="tiny-student", epochs=1, max_length=16)],
         budgets=[2], spending_fractions=[0, 0.5],
@@ -57,11 +58,16 @@ def _run(config):
 
 def test_weak_labels_are_computed_once_per_key_across_cells_and_reruns(tmp_path, count_weak_trainings):
     config = _small(str(tmp_path / "store"))
+    storage = Storage.from_uri(config.storage)
+    assert len(weak_labels_to_compute(storage, config.name, expand_cells(config))) == 1  # the sweep's task list
     cells = _run(config)
     assert len(cells) == 2 and len({c.weak_key for c in cells}) == 1
     assert count_weak_trainings == [("synthetic-sentiment", "tiny-weak", 0)]
 
-    _run(config)  # the re-run: every cell is done and the weak labels are stored
+    # The re-run: every cell is done, the weak labels are stored, and `w2sweep run` would start no
+    # weak-label task at all.
+    assert weak_labels_to_compute(storage, config.name, cells) == []
+    _run(config)
     assert len(count_weak_trainings) == 1
 
 
@@ -75,9 +81,10 @@ def test_each_new_weak_label_key_is_computed_exactly_once(tmp_path, count_weak_t
     assert sorted(count_weak_trainings) == [("synthetic-sentiment", "tiny-weak", 0),
                                             ("synthetic-sentiment", "tiny-weak", 1)]
 
-    changed = _small(str(tmp_path / "store"), seeds=[0, 1], spending_fractions=[0],
+    changed = _small(str(tmp_path / "store"), spending_fractions=[0],
                      weak_supervisors=[dict(model="tiny-bert", name="tiny-weak", epochs=2, max_length=16)])
-    for cell in expand_cells(changed):
-        ensure_weak_labels(Storage.from_uri(changed.storage), changed.name, cell.dataset,
-                           cell.weak_supervisor, cell.seed)
-    assert len(count_weak_trainings) == 4
+    for _ in range(2):
+        for cell in expand_cells(changed):
+            ensure_weak_labels(Storage.from_uri(changed.storage), changed.name, cell.dataset,
+                               cell.weak_supervisor, cell.seed)
+    assert len(count_weak_trainings) == 3

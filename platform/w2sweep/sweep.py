@@ -17,11 +17,12 @@ from ray import tune
 from tqdm import tqdm
 
 from w2sweep.cells import Cell, expand_cells, run_cell
-from w2sweep.config import SweepConfig
+from w2sweep.config import Resources, SweepConfig
+from w2sweep.distributed import run_cell_on_workers, uses_ray_train, worker_resources
 from w2sweep.results import cell_key
 from w2sweep.storage import Storage
 from w2sweep.telemetry import CellTags, SweepMetrics
-from w2sweep.weak import ensure_weak_labels
+from w2sweep.weak import ensure_weak_labels, weak_labels_stored
 
 # Cells resolve relative paths (local datasets) against the directory the sweep was started from;
 # Tune would otherwise move each trial into its own log directory first.
@@ -69,7 +70,10 @@ def running_key(sweep: str, cell_id: str) -> str:
     return f"{sweep}/running/{cell_id}.json"
 
 
-def _cell_trainable(config: dict, *, cells: dict[str, str], storage_uri: str, env: dict[str, str]) -> None:
+def _cell_trainable(config: dict, *, cells: dict[str, str], storage_uri: str, env: dict[str, str],
+                    resources: dict, max_failures: int) -> None:
+    """One cell: `run_cell` right here, or, for a student on several workers, a Ray Train run whose
+    workers each call it (`w2sweep.distributed`); this trial then only drives and waits."""
     os.environ.update(env)
     cell = Cell.from_json(cells[config["cell_id"]])
     storage = Storage.from_uri(storage_uri)
@@ -77,10 +81,47 @@ def _cell_trainable(config: dict, *, cells: dict[str, str], storage_uri: str, en
     storage.write_bytes(heartbeat, json.dumps(
         {"cell_id": cell.cell_id, "started": time.time(), "host": socket.gethostname()}).encode())
     try:
-        result = run_cell(cell, storage)
+        if uses_ray_train(cell.student):
+            metrics = run_cell_on_workers(cell, storage_uri, resources=Resources(**resources),
+                                          max_failures=max_failures, env=env)
+        else:
+            result = run_cell(cell, storage)
+            metrics = {"accuracy": result.accuracy, "auroc": result.auroc, "wall_seconds": result.wall_seconds}
     finally:
         storage.delete(heartbeat)
-    tune.report({"accuracy": result.accuracy, "auroc": result.auroc, "wall_seconds": result.wall_seconds})
+    tune.report({k: metrics[k] for k in ("accuracy", "auroc", "wall_seconds")}
+                | {k: metrics[k] for k in ("num_steps", "num_steps_run", "resumed") if k in metrics})
+
+
+# What the trial of a Ray Train cell reserves: it only drives the TorchTrainer, whose workers reserve
+# their own CPUs/GPUs. Memory, not a CPU fraction: drivers holding 0.01 CPU each would leave a 2-CPU
+# machine short of the 2 whole CPUs a 2-worker group needs, and wait forever (Tune refuses an
+# all-zero request).
+DRIVER_MEMORY_BYTES = 256 * 2**20
+
+
+def _trial_resources(cells: dict[str, str], default: Resources):
+    """Tune's per-trial request: a one-worker cell trains in its trial, with the student's per-worker
+    resources where it sets them, else the sweep's `resources`."""
+
+    def request(config: dict) -> tune.PlacementGroupFactory:
+        student = Cell.from_json(cells[config["cell_id"]]).student
+        if uses_ray_train(student):
+            return tune.PlacementGroupFactory([{"memory": DRIVER_MEMORY_BYTES}])
+        need = worker_resources(student, default)
+        return tune.PlacementGroupFactory([{k: v for k, v in need.items() if v}])
+
+    return request
+
+
+def _max_concurrent_cells(todo: list[Cell], default: Resources) -> int | None:
+    """With Ray Train cells, at most as many trials as the cluster's CPUs could run at once: their
+    drivers reserve no CPU, so nothing else would stop Tune from starting every one of them (each a
+    process, each a Train controller waiting for its workers). None without Ray Train cells."""
+    if not any(uses_ray_train(c.student) for c in todo):
+        return None
+    per_cell = [worker_resources(c.student, default)["CPU"] * c.student.num_workers for c in todo]
+    return max(1, int(ray.cluster_resources().get("CPU", 1) // min(per_cell)))
 
 
 def _tags(cell: Cell) -> CellTags:
@@ -173,9 +214,16 @@ def _init_ray() -> None:
     )
 
 
+def weak_labels_to_compute(storage: Storage, sweep: str, cells: list[Cell]) -> list[Cell]:
+    """One cell per distinct weak-label key that is not in storage yet. A re-run whose weak labels are
+    stored starts no task for them (a task would cost a worker process and its imports, seconds)."""
+    by_key = {cell.weak_key: cell for cell in cells}
+    return [cell for key, cell in by_key.items() if not weak_labels_stored(storage, sweep, key)]
+
+
 def _produce_weak_labels(config: SweepConfig, storage: Storage, cells: list[Cell]) -> None:
-    """One Ray task per distinct weak-label key, all before the cells that read them."""
-    needed = {cell.weak_key: cell for cell in cells}
+    """One Ray task per distinct weak-label key not yet stored, all before the cells that read them."""
+    needed = {cell.weak_key: cell for cell in weak_labels_to_compute(storage, config.name, cells)}
     if not needed:
         return
     task = ray.remote(num_cpus=config.resources.cpu, num_gpus=config.resources.gpu,
@@ -202,10 +250,11 @@ def run_sweep(config: SweepConfig) -> SweepReport:
     _init_ray()
     _keep_credentials_out_of_runtime_envs()
     _produce_weak_labels(config, storage, todo)
+    cell_json = {c.cell_id: c.to_json() for c in todo}
     trainable = tune.with_resources(
-        tune.with_parameters(_cell_trainable, cells={c.cell_id: c.to_json() for c in todo},
-                             storage_uri=config.storage, env=storage_env()),
-        {"cpu": config.resources.cpu, "gpu": config.resources.gpu},
+        tune.with_parameters(_cell_trainable, cells=cell_json, storage_uri=config.storage, env=storage_env(),
+                             resources=config.resources.model_dump(), max_failures=config.max_failures),
+        _trial_resources(cell_json, config.resources),
     )
     # The progress bar below is the sweep's console output; Tune's own tables would interleave with it.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -214,7 +263,8 @@ def run_sweep(config: SweepConfig) -> SweepReport:
     tuner = tune.Tuner(
         trainable,
         param_space={"cell_id": tune.grid_search([c.cell_id for c in todo])},
-        tune_config=tune.TuneConfig(reuse_actors=True),
+        tune_config=tune.TuneConfig(reuse_actors=True,
+                                    max_concurrent_trials=_max_concurrent_cells(todo, config.resources)),
         run_config=tune.RunConfig(
             # Trial state and checkpoints live under the same root: <root>/<sweep>/tune (on S3 through
             # a pyarrow S3FileSystem on the same endpoint, credentials from the same chain).

@@ -71,6 +71,11 @@ def _from_parquet(data: bytes) -> WeakLabels:
     return WeakLabels(**arrays, test_accuracy=float(table.schema.metadata[b"test_accuracy"]))
 
 
+def weak_labels_stored(storage: Storage, sweep: str, key: str) -> bool:
+    """Whether the weak labels of `key` are in storage already (nothing left to compute)."""
+    return storage.exists(_object_key(sweep, key))
+
+
 def load_weak_labels(storage: Storage, sweep: str, key: str) -> WeakLabels:
     return _from_parquet(storage.read_bytes(_object_key(sweep, key)))
 
@@ -114,7 +119,7 @@ def ensure_weak_labels(storage: Storage, sweep: str, dataset, weak_supervisor, s
     train the supervisor, or with `weak_supervisor` None read the dataset's weak-label column.
     Returns the cache key. Safe to call concurrently: the first writer wins."""
     key = weak_labels_key(dataset, weak_supervisor, seed)
-    if not storage.exists(_object_key(sweep, key)):
+    if not weak_labels_stored(storage, sweep, key):
         if weak_supervisor is None:
             labels = column_weak_labels(dataset, seed)
         else:
