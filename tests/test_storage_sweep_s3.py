@@ -45,6 +45,13 @@ def test_sweep_writes_every_cell_result_and_the_frontier_to_the_bucket(seaweedfs
     assert any(k.startswith(f"{prefix}/tiny/tune/") for k in keys)  # Ray Tune's state is in the bucket too
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "s3:").exists()  # nothing local
 
+    # Pull to a laptop: the CSVs on disk are the ones computed in the bucket.
+    pulled = w2sweep("pull", f"s3://{seaweedfs.bucket}/{prefix}/tiny", "--out", str(tmp_path / "pulled"),
+                     cwd=tmp_path, env=seaweedfs.env())
+    assert pulled.returncode == 0, pulled.stderr[-3000:]
+    for name in ("curves.csv", "frontier.csv", "regimes.csv"):
+        assert (tmp_path / "pulled" / name).read_bytes() == seaweedfs.get(f"{prefix}/tiny/frontier/{name}")
+
     snapshot = seaweedfs.get(f"{prefix}/tiny/sweep.yaml").decode()
     for secret in (seaweedfs.secret_key, seaweedfs.access_key):
         assert secret not in snapshot
