@@ -55,7 +55,7 @@ def test_sweep_runs_every_cell_then_rerun_skips_finished_cells(tmp_path, write_c
 def test_stdlib_platform_module_is_not_shadowed(tmp_path):
     probe = (
         "import platform, ray\n"
-        "ray.init(num_cpus=1, include_dashboard=False, logging_level='ERROR')\n"
+        "ray.init(address='local', num_cpus=1, include_dashboard=False, logging_level='ERROR')\n"
         "@ray.remote\n"
         "def where():\n"
         "    import platform\n"

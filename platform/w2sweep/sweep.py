@@ -202,11 +202,12 @@ def _runtime_env() -> dict:
 
 
 def _init_ray() -> None:
-    """Join the cluster named by RAY_ADDRESS, or start a local one for this process."""
+    """Join the cluster named by RAY_ADDRESS, or start a local one for this process. Never join some
+    other local cluster by accident: ``address=None`` would attach to any head running on this machine."""
     if ray.is_initialized():
         return
     ray.init(
-        address=os.environ.get("RAY_ADDRESS") or None,
+        address=os.environ.get("RAY_ADDRESS") or "local",
         runtime_env=_runtime_env(),
         logging_level=logging.WARNING,
         log_to_driver=False,  # cell logs stay in Ray's log files; the driver shows the progress bar
@@ -276,15 +277,18 @@ def run_sweep(config: SweepConfig) -> SweepReport:
     )
     grid = tuner.fit()
     progress.bar.close()
-    for result in grid:
-        cell_id = result.config["cell_id"]
-        if result.error is not None:
-            message = str(result.error).strip().splitlines()[-1][:500]
-            report.failed[cell_id] = message
-            storage.write_bytes(f"{config.name}/failures/{cell_id}.json",
-                                json.dumps({"cell_id": cell_id, "error": message}).encode())
-        else:
+    # A cell is done when its result object exists, whatever Tune says: a trial that failed before it
+    # had a config still leaves its cell without a result, and so in `failed`.
+    errors = {r.config["cell_id"]: str(r.error).strip().splitlines()[-1][:500]
+              for r in grid if r.error is not None and r.config}
+    for cell in todo:
+        if storage.exists(cell_key(config.name, cell.cell_id)):
             report.num_done += 1
+            continue
+        message = errors.get(cell.cell_id, "the trial ended without a result")
+        report.failed[cell.cell_id] = message
+        storage.write_bytes(f"{config.name}/failures/{cell.cell_id}.json",
+                            json.dumps({"cell_id": cell.cell_id, "error": message}).encode())
     return report
 
 
