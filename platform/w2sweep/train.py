@@ -17,6 +17,7 @@ with Ray Train's checkpoints, and the default does nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -27,10 +28,24 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from transformers import get_cosine_schedule_with_warmup
 
 from w2sweep.losses import xent
 from w2sweep.metrics import accuracy, auroc
+
+
+def _cosine_with_warmup(step: int, *, num_warmup_steps: int, num_training_steps: int) -> float:
+    if step < num_warmup_steps:
+        return step / max(1, num_warmup_steps)
+    progress = (step - num_warmup_steps) / max(1, num_training_steps - num_warmup_steps)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def get_cosine_schedule_with_warmup(optimizer, *, num_warmup_steps: int, num_training_steps: int):
+    """Learning rate x step / warmup during the warmup steps, then half a cosine down to 0: the same
+    values as transformers' function of this name, written here because importing that one imports
+    transformers.trainer_utils and, through it, peft: ~2 s at the start of every cell process."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
+        _cosine_with_warmup, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps))
 
 
 @dataclass(frozen=True)
