@@ -17,6 +17,7 @@ The checkpoints of a finished cell are deleted: its result object is what counts
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -144,6 +145,28 @@ def _train_loop_per_worker(config: dict) -> None:
         ray.train.report(final, checkpoint=Checkpoint.from_directory(tmp) if rank0 else None)
 
 
+@contextlib.contextmanager
+def _pinned_ray_address():
+    """Ray Train's placement-group cleaner (a detached actor the controller starts) finds its cluster
+    by auto-detection: RAY_ADDRESS, else the latest ``ray start`` on the machine. Where several Ray
+    clusters share a machine, that can be another cluster, on which this run's controller does not
+    exist; the cleaner then removes this run's placement group, which kills its workers. Pin the
+    address for the controller, and through its runtime env for the cleaner, while the trainer runs.
+    (Ray 2.60 propagates a fixed set of variables to the controller; RAY_ADDRESS is added to it.)"""
+    from ray.train.v2._internal import constants
+
+    previous = os.environ.get("RAY_ADDRESS")
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    constants.ENV_VARS_TO_PROPAGATE.add("RAY_ADDRESS")
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_ADDRESS", None)
+        else:
+            os.environ["RAY_ADDRESS"] = previous
+
+
 def run_cell_on_workers(cell: Cell, storage_uri: str, *, resources: Resources, max_failures: int,
                         env: dict[str, str] | None = None, keep_checkpoints: bool = False) -> dict:
     """Train and evaluate `cell` on `cell.student.num_workers` Ray Train workers; return the final
@@ -169,7 +192,8 @@ def run_cell_on_workers(cell: Cell, storage_uri: str, *, resources: Resources, m
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
     )
-    result = trainer.fit()
+    with _pinned_ray_address():
+        result = trainer.fit()
     if not keep_checkpoints:
         try:
             storage.filesystem.delete_dir(storage.path(f"{checkpoints_key(cell.sweep)}/{cell.cell_id}"))

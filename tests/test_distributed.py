@@ -1,0 +1,236 @@
+"""Distributed student training: DeepSpeed ranks train like one process with the same effective
+batch; Ray Train runs a cell's workers, checkpoints them, and resumes a cell whose worker died."""
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from conftest import tiny_config
+from w2sweep.config import ConfigError, parse_config
+from w2sweep.train import TrainSettings, _micro_batches, deepspeed_config
+
+# --- the DeepSpeed config and the split of a batch -------------------------------------------------
+
+
+def test_deepspeed_config_reaches_the_effective_batch():
+    s = TrainSettings(lr=1e-3, epochs=1, batch_size=32, max_length=16)
+    c = deepspeed_config(s, world_size=2, use_gpu=False)
+    assert (c["train_micro_batch_size_per_gpu"], c["gradient_accumulation_steps"], c["train_batch_size"]) == (16, 1, 32)
+    assert c["bf16"]["enabled"] is False and c["zero_optimization"] == {"stage": 2}
+    c = deepspeed_config(TrainSettings(**{**s.__dict__, "micro_batch_size": 4, "zero_stage": 3}), world_size=2,
+                         use_gpu=True)
+    assert (c["train_micro_batch_size_per_gpu"], c["gradient_accumulation_steps"], c["train_batch_size"]) == (4, 4, 32)
+    assert c["bf16"]["enabled"] is True and c["zero_optimization"]["stage"] == 3
+    c = deepspeed_config(TrainSettings(**{**s.__dict__, "batch_size": 30, "micro_batch_size": 4, "offload": True}),
+                         world_size=4, use_gpu=False)
+    assert c["gradient_accumulation_steps"] == 2  # ceil(30 / (4 x 4)); each step still sees 30 examples
+    assert c["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+
+
+@pytest.mark.parametrize("n, world, accumulation", [(32, 2, 1), (30, 4, 2), (5, 4, 2), (1, 2, 1)])
+def test_every_example_of_a_batch_lands_on_exactly_one_rank_with_its_share(n, world, accumulation):
+    idx = np.arange(100, 100 + n)
+    seen, total_weight, passes = [], 0.0, set()
+    for rank in range(world):
+        parts = list(_micro_batches(idx, rank, world, accumulation))
+        passes.add(len(parts))
+        for chunk, weight in parts:
+            assert len(chunk) > 0  # an empty slot still runs one (weight-0) pass: collectives line up
+            if weight:
+                seen += list(chunk)
+                assert math.isclose(weight, len(chunk) / n)
+            total_weight += weight
+    assert sorted(seen) == list(idx) and math.isclose(total_weight, 1.0) and passes == {accumulation}
+
+
+def test_distributed_settings_are_validated_in_one_line_each():
+    base = tiny_config("unused")
+    for student, expected in [
+        (dict(model="tiny-bert", num_workers=2, zero_stage=0, offload=True),
+         "config error: students.0: dict: offload=True needs zero_stage 2 or 3; got zero_stage=0"),
+        (dict(model="tiny-bert", zero_stage=1), "config error: students.0.zero_stage: 1: Input should be 0, 2 or 3"),
+        (dict(model="tiny-bert", mode="prefix"),
+         "config error: students.0.mode: 'prefix': Input should be 'full', 'lora' or 'head'"),
+        (dict(model="tiny-bert", num_workers=0), "config error: students.0.num_workers: 0: Input should be greater than 0"),
+    ]:
+        with pytest.raises(ConfigError) as e:
+            parse_config({**base, "students": [student]})
+        assert e.value.lines == [expected]
+
+
+def test_settings_without_effect_warn():
+    with pytest.warns(UserWarning, match="zero_stage is set but has no effect: num_workers is 1"):
+        parse_config({**tiny_config("unused"), "students": [dict(model="tiny-bert", zero_stage=3)]})
+    with pytest.warns(UserWarning, match="lora_rank is set but has no effect: mode is 'full'"):
+        parse_config({**tiny_config("unused"), "students": [dict(model="tiny-bert", lora_rank=4)]})
+
+
+# --- DeepSpeed ranks against one process, without Ray ----------------------------------------------
+
+RUNS = [  # (name, load kwargs, settings overrides)
+    ("zero2", {}, dict(zero_stage=2)),
+    ("zero3+accumulation", {}, dict(zero_stage=3, micro_batch_size=4)),
+    ("zero2+lora", dict(mode="lora", lora_rank=4), dict(zero_stage=2)),
+]
+
+
+def _fine_tune_runs() -> dict:
+    """Train tiny-qwen2 (no dropout: runs are deterministic) for each of RUNS; a second stage checks
+    that a model DeepSpeed handed back trains again."""
+    from w2sweep.data.synthetic import make_sentiment
+    from w2sweep.models import load_classifier
+    from w2sweep.train import fine_tune, predict
+
+    task = make_sentiment(160, seed=0)
+    texts, labels = list(task.texts[:100]), np.asarray(task.labels[:100], np.float32)
+    val_texts, val_labels = list(task.texts[100:]), np.asarray(task.labels[100:])
+    out = {}
+    for name, load, overrides in RUNS:
+        tokenizer, model = load_classifier("tiny-qwen2", seed=0, **load)
+        settings = TrainSettings(lr=3e-3, epochs=2, batch_size=24, max_length=16, patience=5, **overrides)
+        stages = [fine_tune(model, tokenizer, texts[:50 * (i + 1)], labels[:50 * (i + 1)], val_texts=val_texts,
+                            val_labels=val_labels, settings=settings, seed=i, stage=i) for i in range(2)]
+        out[name] = dict(losses=[s["train_losses"] for s in stages], steps=[s["num_steps"] for s in stages],
+                         scores=predict(model, tokenizer, val_texts, max_length=16).tolist())
+    return out
+
+
+def _rank_main(rank: int, world: int, port: int, out_path: str):
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        out = _fine_tune_runs()
+        if rank == 0:
+            with open(out_path, "w") as f:
+                json.dump(out, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_deepspeed_ranks_train_like_one_process_with_the_same_effective_batch(tmp_path):
+    torch.set_num_threads(1)
+    alone = _fine_tune_runs()
+    out = tmp_path / "ranks.json"
+    mp.spawn(_rank_main, args=(2, _free_port(), str(out)), nprocs=2)
+    ranks = json.loads(out.read_text())
+    for name, _, _ in RUNS:
+        assert ranks[name]["steps"] == alone[name]["steps"] == [6, 10]  # ceil(50/24) x 2 epochs, ceil(100/24) x 2
+        for a, b in zip(alone[name]["losses"], ranks[name]["losses"]):
+            np.testing.assert_allclose(a, b, rtol=1e-4, err_msg=name)
+        np.testing.assert_allclose(alone[name]["scores"], ranks[name]["scores"], atol=1e-4, err_msg=name)
+    # The runs learned something, so agreeing is not trivial.
+    assert alone["zero2"]["losses"][1][-1] < alone["zero2"]["losses"][0][0]
+
+
+# --- Ray Train ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ray_cluster():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _cell(root, name: str, **student):
+    from w2sweep.cells import expand_cells
+    from w2sweep.storage import Storage
+    from w2sweep.weak import ensure_weak_labels
+
+    spec = dict(model="tiny-qwen2", name="q", epochs=3, batch_size=16, max_length=32, min_steps=0, patience=5)
+    config = parse_config(tiny_config(str(root), name=name, students=[{**spec, **student}], budgets=[16],
+                                      spending_fractions=[0.5]))
+    (cell,) = expand_cells(config)
+    ensure_weak_labels(Storage.from_uri(str(root)), name, cell.dataset, cell.weak_supervisor, cell.seed)
+    return cell, config
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_train_workers_with_zero2_and_zero3_give_the_loss_curve_of_one_worker(tmp_path, ray_cluster):
+    from w2sweep.cells import run_cell
+    from w2sweep.distributed import run_cell_on_workers
+    from w2sweep.storage import Storage
+    from w2sweep.train import TrainHooks
+
+    one, _ = _cell(tmp_path, "one")
+    hooks = TrainHooks()
+    single = run_cell(one, Storage.from_uri(str(tmp_path)), hooks=hooks)
+    losses = [s["train_losses"] for s in hooks.stages]
+    assert [len(x) for x in losses] == [3, 3]
+    for stage in (2, 3):
+        cell, config = _cell(tmp_path, f"zero{stage}", num_workers=2, zero_stage=stage)
+        metrics = run_cell_on_workers(cell, str(tmp_path), resources=config.resources, max_failures=0)
+        for a, b in zip(losses, metrics["train_losses"]):
+            np.testing.assert_allclose(a, b, rtol=1e-4)
+        assert metrics["num_steps"] == sum(s["num_steps"] for s in hooks.stages)
+        assert math.isclose(metrics["auroc"], single.auroc, abs_tol=1e-3)
+        # Rank 0 wrote the cell's one result; the finished cell's checkpoints are gone.
+        assert (tmp_path / f"zero{stage}" / "cells" / f"{cell.cell_id}.json").exists()
+        assert not (tmp_path / f"zero{stage}" / "checkpoints" / cell.cell_id).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_killed_worker_resumes_from_its_checkpoint_with_the_same_number_of_steps(tmp_path, ray_cluster):
+    from w2sweep.distributed import FAULT_ENV, run_cell_on_workers
+
+    results = {}
+    for name in ("steady", "killed"):
+        marker = tmp_path / f"{name}.fault"
+        # The killed run loses rank 1 at the end of epoch 2 of stage 0, after epoch 1's checkpoint.
+        env = {FAULT_ENV: f"0:2:1:{marker}" if name == "killed" else ""}
+        cell, config = _cell(tmp_path, name, num_workers=2, zero_stage=2)
+        results[name] = run_cell_on_workers(cell, str(tmp_path), resources=config.resources, max_failures=1,
+                                            env=env)
+        assert marker.exists() == (name == "killed")
+    steady, killed = results["steady"], results["killed"]
+    steps_per_epoch = 5  # ceil(80 weak labels / 16)
+    assert killed["resumed"] and not steady["resumed"]
+    assert killed["num_steps"] == steady["num_steps"] == 3 * steps_per_epoch + 3 * 1  # weak stage + oracle stage
+    assert killed["num_steps_run"] == steady["num_steps"] - steps_per_epoch  # epoch 1 was not trained again
+    for a, b in zip(steady["train_losses"], killed["train_losses"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5)
+    assert killed["auroc"] == pytest.approx(steady["auroc"], abs=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_sweep_mixes_encoder_and_causal_students_full_and_lora_one_and_two_workers(tmp_path, write_config):
+    storage = tmp_path / "store"
+    students = [
+        dict(model="tiny-bert", name="encoder-full-1w", epochs=2, max_length=32),
+        dict(model="tiny-qwen2", name="causal-lora-2w", epochs=2, max_length=32, batch_size=16, mode="lora",
+             lora_rank=4, num_workers=2, zero_stage=2),
+        dict(model="tiny-qwen2", name="causal-full-2w-zero3", epochs=2, max_length=32, batch_size=16,
+             num_workers=2, zero_stage=3),
+    ]
+    path = write_config(tiny_config(str(storage), name="mixed", students=students, budgets=[16],
+                                    spending_fractions=[0.5]))
+    done = subprocess.run([sys.executable, "-m", "w2sweep.cli", "run", str(path)], cwd=tmp_path,
+                          env=dict(os.environ, RAY_ADDRESS=""), capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "3 cells finished, 0 already done, 0 failed (of 3)" in done.stdout
+    results = [json.loads(p.read_text()) for p in (storage / "mixed" / "cells").glob("*.json")]
+    assert sorted(r["student"] for r in results) == sorted(s["name"] for s in students)
+    for r in results:
+        assert r["status"] == "ok" and 0 <= r["accuracy"] <= 1
