@@ -85,15 +85,12 @@ def train_weak_supervisor(dataset, weak_supervisor, seed: int) -> WeakLabels:
     pools. Its own early stopping uses gold validation labels: it is trained on ground truth."""
     from w2sweep.cells import pools_for, resolve_settings
     from w2sweep.metrics import accuracy
-    from w2sweep.models import load_classifier
+    from w2sweep.models import load_classifier, load_kwargs
     from w2sweep.train import fine_tune, predict
 
     pools = pools_for(dataset, seed)
     settings = resolve_settings(weak_supervisor)
-    tokenizer, model = load_classifier(
-        weak_supervisor.model, seed=seed, tokenizer_ref=weak_supervisor.tokenizer,
-        trust_remote_code=weak_supervisor.trust_remote_code,
-    )
+    tokenizer, model = load_classifier(weak_supervisor.model, seed=seed, **load_kwargs(weak_supervisor))
     fine_tune(model, tokenizer, pools.weak_train.texts, pools.weak_train.labels.astype(np.float32),
               val_texts=pools.val.texts, val_labels=pools.val.labels, settings=settings, seed=seed)
     scores = {p: predict(model, tokenizer, getattr(pools, p).texts, max_length=settings.max_length)
