@@ -80,10 +80,12 @@ RUNS = [  # (name, load kwargs, settings overrides)
     ("zero3+accumulation", {}, dict(zero_stage=3, micro_batch_size=4)),
     ("zero2+lora", dict(mode="lora", lora_rank=4), dict(zero_stage=2)),
 ]
+# ZeRO-Offload steps with DeepSpeedCPUAdam, whose first use JIT-builds a CPU op (1-4 min, cached).
+OFFLOAD_RUNS = [("zero2+offload", {}, dict(zero_stage=2, offload=True))]
 
 
-def _fine_tune_runs() -> dict:
-    """Train tiny-qwen2 (no dropout: runs are deterministic) for each of RUNS; a second stage checks
+def _fine_tune_runs(runs) -> dict:
+    """Train tiny-qwen2 (no dropout: runs are deterministic) for each of `runs`; a second stage checks
     that a model DeepSpeed handed back trains again."""
     from w2sweep.data.synthetic import make_sentiment
     from w2sweep.models import load_classifier
@@ -93,7 +95,7 @@ def _fine_tune_runs() -> dict:
     texts, labels = list(task.texts[:100]), np.asarray(task.labels[:100], np.float32)
     val_texts, val_labels = list(task.texts[100:]), np.asarray(task.labels[100:])
     out = {}
-    for name, load, overrides in RUNS:
+    for name, load, overrides in runs:
         tokenizer, model = load_classifier("tiny-qwen2", seed=0, **load)
         settings = TrainSettings(lr=3e-3, epochs=2, batch_size=24, max_length=16, patience=5, **overrides)
         stages = [fine_tune(model, tokenizer, texts[:50 * (i + 1)], labels[:50 * (i + 1)], val_texts=val_texts,
@@ -103,14 +105,14 @@ def _fine_tune_runs() -> dict:
     return out
 
 
-def _rank_main(rank: int, world: int, port: int, out_path: str):
+def _rank_main(rank: int, world: int, port: int, out_path: str, runs):
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        out = _fine_tune_runs()
+        out = _fine_tune_runs(runs)
         if rank == 0:
             with open(out_path, "w") as f:
                 json.dump(out, f)
@@ -124,19 +126,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_deepspeed_ranks_train_like_one_process_with_the_same_effective_batch(tmp_path):
+def _compare_ranks_with_one_process(tmp_path, runs) -> dict:
     torch.set_num_threads(1)
-    alone = _fine_tune_runs()
+    alone = _fine_tune_runs(runs)
     out = tmp_path / "ranks.json"
-    mp.spawn(_rank_main, args=(2, _free_port(), str(out)), nprocs=2)
+    mp.spawn(_rank_main, args=(2, _free_port(), str(out), runs), nprocs=2)
     ranks = json.loads(out.read_text())
-    for name, _, _ in RUNS:
+    for name, _, _ in runs:
         assert ranks[name]["steps"] == alone[name]["steps"] == [6, 10]  # ceil(50/24) x 2 epochs, ceil(100/24) x 2
         for a, b in zip(alone[name]["losses"], ranks[name]["losses"]):
             np.testing.assert_allclose(a, b, rtol=1e-4, err_msg=name)
         np.testing.assert_allclose(alone[name]["scores"], ranks[name]["scores"], atol=1e-4, err_msg=name)
-    # The runs learned something, so agreeing is not trivial.
-    assert alone["zero2"]["losses"][1][-1] < alone["zero2"]["losses"][0][0]
+        # The runs learned something, so agreeing is not trivial.
+        assert alone[name]["losses"][1][-1] < alone[name]["losses"][0][0]
+    return alone
+
+
+def test_two_deepspeed_ranks_train_like_one_process_with_the_same_effective_batch(tmp_path):
+    _compare_ranks_with_one_process(tmp_path, RUNS)
+
+
+@pytest.mark.slow
+def test_zero_offload_trains_like_one_process(tmp_path):
+    _compare_ranks_with_one_process(tmp_path, OFFLOAD_RUNS)
 
 
 # --- Ray Train ---------------------------------------------------------------------------------------
