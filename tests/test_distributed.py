@@ -246,3 +246,22 @@ def test_sweep_mixes_encoder_and_causal_students_full_and_lora_one_and_two_worke
     assert sorted(r["student"] for r in results) == sorted(s["name"] for s in students)
     for r in results:
         assert r["status"] == "ok" and 0 <= r["accuracy"] <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_cell_started_again_after_its_run_failed_resumes_from_the_checkpoint(tmp_path, ray_cluster):
+    """What a retried Tune trial or a re-run sweep does: a new TorchTrainer of the same cell (same run
+    name and storage) finds the failed run's checkpoints. Here under ZeRO-3."""
+    import ray.train
+
+    from w2sweep.distributed import FAULT_ENV, run_cell_on_workers
+
+    cell, config = _cell(tmp_path, "again", num_workers=2, zero_stage=3)
+    with pytest.raises(ray.train.TrainingFailedError):
+        run_cell_on_workers(cell, str(tmp_path), resources=config.resources, max_failures=0,
+                            env={FAULT_ENV: f"0:2:1:{tmp_path / 'fault'}"})
+    assert not (tmp_path / "again" / "cells" / f"{cell.cell_id}.json").exists()
+    metrics = run_cell_on_workers(cell, str(tmp_path), resources=config.resources, max_failures=0)
+    assert metrics["resumed"] and metrics["num_steps"] == 18 and metrics["num_steps_run"] == 18 - 5
+    assert (tmp_path / "again" / "cells" / f"{cell.cell_id}.json").exists()
