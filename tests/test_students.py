@@ -82,7 +82,6 @@ def test_default_settings_follow_model_size_and_training_mode():
     assert resolve_settings(ModelSpec(model="Qwen/Qwen2.5-0.5B", mode="lora", lr=1e-4)).lr == 1e-4
 
 
-@pytest.mark.slow
 def test_smollm2_weights_are_dequantized_once_and_cached_as_safetensors(tmp_path, monkeypatch):
     monkeypatch.setenv("W2SWEEP_CACHE", str(tmp_path))
     start = time.monotonic()
