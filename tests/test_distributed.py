@@ -176,7 +176,6 @@ def _cell(root, name: str, **student):
     return cell, config
 
 
-@pytest.mark.slow
 @pytest.mark.ray
 def test_ray_train_workers_with_zero2_and_zero3_give_the_loss_curve_of_one_worker(tmp_path, ray_cluster):
     from w2sweep.cells import run_cell
@@ -201,7 +200,6 @@ def test_ray_train_workers_with_zero2_and_zero3_give_the_loss_curve_of_one_worke
         assert not (tmp_path / f"zero{stage}" / "checkpoints" / cell.cell_id).exists()
 
 
-@pytest.mark.slow
 @pytest.mark.ray
 def test_killed_worker_resumes_from_its_checkpoint_with_the_same_number_of_steps(tmp_path, ray_cluster):
     from w2sweep.distributed import FAULT_ENV, run_cell_on_workers
@@ -225,7 +223,6 @@ def test_killed_worker_resumes_from_its_checkpoint_with_the_same_number_of_steps
     assert killed["auroc"] == pytest.approx(steady["auroc"], abs=1e-6)
 
 
-@pytest.mark.slow
 @pytest.mark.ray
 def test_sweep_mixes_encoder_and_causal_students_full_and_lora_one_and_two_workers(tmp_path, write_config):
     storage = tmp_path / "store"
