@@ -1,5 +1,6 @@
-"""Run a sweep on Ray: weak labels first (Ray tasks, once per key), then every unfinished cell as a
-Ray Tune trial of the plain `run_cell` function. The only module of the run path that imports Ray.
+"""Run a sweep on Ray: weak labels as Ray tasks (once per key), and every unfinished cell as a Ray
+Tune trial of the plain `run_cell` function that starts training once its own weak labels exist. The
+only module of the run path that imports Ray.
 """
 
 from __future__ import annotations
@@ -8,12 +9,15 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
 from ray import tune
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from tqdm import tqdm
 
 from w2sweep.cells import Cell, expand_cells, run_cell
@@ -71,11 +75,14 @@ def running_key(sweep: str, cell_id: str) -> str:
 
 
 def _cell_trainable(config: dict, *, cells: dict[str, str], storage_uri: str, env: dict[str, str],
-                    resources: dict, max_failures: int, cell_fn=None) -> None:
+                    resources: dict, max_failures: int, cell_fn=None, weak_tasks: dict | None = None) -> None:
     """One cell: `run_cell` right here, or, for a student on several workers, a Ray Train run whose
-    workers each call it (`w2sweep.distributed`); this trial then only drives and waits."""
+    workers each call it (`w2sweep.distributed`); this trial then only drives and waits. First it
+    waits for the task computing its weak labels, if they were not stored when the run began."""
     os.environ.update(env)
     cell = Cell.from_json(cells[config["cell_id"]])
+    if weak_tasks and cell.weak_key in weak_tasks:
+        ray.get(weak_tasks[cell.weak_key])  # a failed weak-label task fails this cell with its error
     storage = Storage.from_uri(storage_uri)
     heartbeat = running_key(cell.sweep, cell.cell_id)
     storage.write_bytes(heartbeat, json.dumps(
@@ -238,21 +245,60 @@ def weak_labels_to_compute(storage: Storage, sweep: str, cells: list[Cell]) -> l
     return [cell for key, cell in by_key.items() if not weak_labels_stored(storage, sweep, key)]
 
 
-def _produce_weak_labels(config: SweepConfig, storage: Storage, cells: list[Cell]) -> None:
-    """One Ray task per distinct weak-label key not yet stored, all before the cells that read them."""
-    needed = {cell.weak_key: cell for cell in weak_labels_to_compute(storage, config.name, cells)}
-    if not needed:
-        return
-    task = ray.remote(num_cpus=config.resources.cpu, num_gpus=config.resources.gpu,
-                      max_retries=config.max_failures, retry_exceptions=True)(in_storage_env)
-    env = ray.put(storage_env())
-    refs = [task.remote(env, ensure_weak_labels, storage, config.name, c.dataset, c.weak_supervisor, c.seed)
-            for c in needed.values()]
-    with tqdm(total=len(refs), desc="weak labels", unit="key", dynamic_ncols=True) as bar:
-        while refs:
-            ready, refs = ray.wait(refs, num_returns=1)
-            ray.get(ready)
-            bar.update(1)
+class _WeakLabelTasks:
+    """The run's weak-label tasks (one per key not yet stored), pipelined with its cells.
+
+    Before Tune starts, placement groups are reserved for them, as many as the cluster can run at once
+    and at most one per key; each runs its share of the keys in turn and is released when its last
+    task ends. A cell's trial waits only for its own key (`refs`, passed to `_cell_trainable`), so the
+    cells of a finished key start while other keys still train, and trial processes start up while
+    weak supervisors train instead of after them (bench/overhead.py). Waiting trials can never hold
+    what a weak-label task needs: that was reserved before the first trial started. A key whose task
+    fails for good fails the cells that read it, with its error, and not the whole run."""
+
+    def __init__(self, config: SweepConfig, storage: Storage, cells: list[Cell]):
+        needed = weak_labels_to_compute(storage, config.name, cells)
+        self.refs: dict[str, ray.ObjectRef] = {}
+        self._groups = []
+        self._thread = None
+        if not needed:
+            return
+        bundle = {name: amount for name, amount in (("CPU", config.resources.cpu), ("GPU", config.resources.gpu))
+                  if amount}
+        total = ray.cluster_resources()
+        fits = min(int(total.get(name, 0) // amount) for name, amount in bundle.items())
+        self._groups = [placement_group([bundle]) for _ in range(max(1, min(len(needed), fits)))]
+        ray.get([group.ready() for group in self._groups])
+        task = ray.remote(num_cpus=config.resources.cpu, num_gpus=config.resources.gpu,
+                          max_retries=config.max_failures, retry_exceptions=True)(in_storage_env)
+        env = ray.put(storage_env())
+        shares: dict[int, list[ray.ObjectRef]] = {}
+        for i, cell in enumerate(needed):
+            group = i % len(self._groups)
+            ref = task.options(scheduling_strategy=PlacementGroupSchedulingStrategy(self._groups[group])).remote(
+                env, ensure_weak_labels, storage, config.name, cell.dataset, cell.weak_supervisor, cell.seed)
+            self.refs[cell.weak_key] = ref
+            shares.setdefault(group, []).append(ref)
+        self._bar = tqdm(total=len(needed), desc="weak labels", unit="key", dynamic_ncols=True)
+        self._thread = threading.Thread(target=self._release_as_done, args=(shares,), daemon=True)
+        self._thread.start()
+
+    def _release_as_done(self, shares: dict[int, list[ray.ObjectRef]]) -> None:
+        group_of = {ref: group for group, refs in shares.items() for ref in refs}
+        left = {group: len(refs) for group, refs in shares.items()}
+        while group_of:
+            ready, _ = ray.wait(list(group_of), num_returns=1)
+            group = group_of.pop(ready[0])
+            left[group] -= 1
+            self._bar.update(1)
+            if not left[group]:
+                remove_placement_group(self._groups[group])
+
+    def close(self) -> None:
+        """After the cells: every task has ended (each key had a cell waiting for it)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._bar.close()
 
 
 def run_sweep(config: SweepConfig, *, cell_fn=None) -> SweepReport:
@@ -269,12 +315,12 @@ def run_sweep(config: SweepConfig, *, cell_fn=None) -> SweepReport:
         return report
     _init_ray()
     _keep_credentials_out_of_runtime_envs()
-    _produce_weak_labels(config, storage, todo)
+    weak = _WeakLabelTasks(config, storage, todo)
     cell_json = {c.cell_id: c.to_json() for c in todo}
     trainable = tune.with_resources(
         tune.with_parameters(_cell_trainable, cells=cell_json, storage_uri=config.storage, env=storage_env(),
                              resources=config.resources.model_dump(), max_failures=config.max_failures,
-                             cell_fn=cell_fn),
+                             cell_fn=cell_fn, weak_tasks=weak.refs),
         _trial_resources(cell_json, config.resources),
     )
     # The progress bar below is the sweep's console output; Tune's own tables would interleave with it.
@@ -296,6 +342,7 @@ def run_sweep(config: SweepConfig, *, cell_fn=None) -> SweepReport:
         ),
     )
     grid = tuner.fit()
+    weak.close()
     progress.bar.close()
     # A cell is done when its result object exists, whatever Tune says: a trial that failed before it
     # had a config still leaves its cell without a result, and so in `failed`.
