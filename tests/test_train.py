@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from w2sweep.data import make_pools
 from w2sweep.data.synthetic import make_sentiment
@@ -55,3 +56,22 @@ def test_few_labels_train_for_min_steps():
     stats = fine_tune(model, tokenizer, pools.oracle.texts[:8], pools.oracle.labels[:8].astype(np.float32),
                       val_texts=pools.val.texts, val_labels=pools.val.labels, settings=settings, seed=0)
     assert stats["num_steps"] == 20 and stats["num_epochs"] == 20
+
+
+def test_learning_rate_warms_up_linearly_then_decays_along_a_cosine():
+    import math
+
+    import torch
+
+    from w2sweep.train import get_cosine_schedule_with_warmup
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=1.0)
+    schedule = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=4, num_training_steps=24)
+    lrs = []
+    for _ in range(24):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert lrs[4:] == pytest.approx([0.5 * (1 + math.cos(math.pi * k / 20)) for k in range(20)])

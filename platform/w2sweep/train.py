@@ -17,7 +17,6 @@ with Ray Train's checkpoints, and the default does nothing.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import math
@@ -33,19 +32,18 @@ from w2sweep.losses import xent
 from w2sweep.metrics import accuracy, auroc
 
 
-def _cosine_with_warmup(step: int, *, num_warmup_steps: int, num_training_steps: int) -> float:
-    if step < num_warmup_steps:
-        return step / max(1, num_warmup_steps)
-    progress = (step - num_warmup_steps) / max(1, num_training_steps - num_warmup_steps)
-    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
 def get_cosine_schedule_with_warmup(optimizer, *, num_warmup_steps: int, num_training_steps: int):
-    """Learning rate x step / warmup during the warmup steps, then half a cosine down to 0: the same
-    values as transformers' function of this name, written here because importing that one imports
-    transformers.trainer_utils and, through it, peft: ~2 s at the start of every cell process."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
-        _cosine_with_warmup, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps))
+    """Linear warmup to the learning rate, then half a cosine down to 0, from torch's own schedulers.
+    (transformers has a function of this name, but importing it pulls in transformers.trainer_utils and
+    peft: ~2 s at the start of every cell process.)"""
+    sched = torch.optim.lr_scheduler
+    decay = sched.CosineAnnealingLR(optimizer, T_max=max(1, num_training_steps - num_warmup_steps), eta_min=0.0)
+    if num_warmup_steps == 0:
+        return decay
+    # LinearLR cannot start at exactly 0; one warmup step's worth is the transformers schedule's 2nd value.
+    warmup = sched.LinearLR(optimizer, start_factor=1.0 / (num_warmup_steps + 1), end_factor=1.0,
+                            total_iters=num_warmup_steps)
+    return sched.SequentialLR(optimizer, [warmup, decay], milestones=[num_warmup_steps])
 
 
 @dataclass(frozen=True)
