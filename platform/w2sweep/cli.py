@@ -59,10 +59,13 @@ def cmd_validate(args) -> int:
           f"{len(config.students)} students x {len(config.methods)} methods x budget splits x "
           f"{len(config.seeds)} seeds)")
     splits = Counter((c.method, c.budget, c.spending_fraction, c.n_weak, c.n_oracle, c.label_cost) for c in cells)
-    print(f"{'method':<14} {'budget':>8} {'f':>6} {'n_weak':>7} {'n_oracle':>8} {'label cost':>10} {'cells':>6}")
-    for (method, budget, f, n_weak, n_oracle, cost), count in sorted(splits.items(), key=str):
+    width = max(len("method"), *(len(c.method) for c in cells))
+    print(f"{'method':<{width}} {'budget':>8} {'f':>6} {'n_weak':>7} {'n_oracle':>8} {'label cost':>10} {'cells':>6}")
+    # Explicit pairs (f is None) sort after the fractions of their budget.
+    order = sorted(splits.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] is None, kv[0][2] or 0, kv[0][3]))
+    for (method, budget, f, n_weak, n_oracle, cost), count in order:
         f_text = "pair" if f is None else f"{f:g}"
-        print(f"{method:<14} {budget:>8g} {f_text:>6} {n_weak:>7} {n_oracle:>8} {cost:>10g} {count:>6}")
+        print(f"{method:<{width}} {budget:>8g} {f_text:>6} {n_weak:>7} {n_oracle:>8} {cost:>10g} {count:>6}")
     return 0
 
 
