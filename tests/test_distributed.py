@@ -135,9 +135,10 @@ def _compare_ranks_with_one_process(tmp_path, runs) -> dict:
     for name, _, _ in runs:
         assert ranks[name]["steps"] == alone[name]["steps"] == [6, 10]  # ceil(50/24) x 2 epochs, ceil(100/24) x 2
         for a, b in zip(alone[name]["losses"], ranks[name]["losses"]):
-            np.testing.assert_allclose(a, b, rtol=1e-3, err_msg=name)
-        # gloo all-reduces sum in another order than one process: float noise, well below any learning.
-        np.testing.assert_allclose(alone[name]["scores"], ranks[name]["scores"], atol=1e-3, err_msg=name)
+            np.testing.assert_allclose(a, b, rtol=5e-3, err_msg=name)
+        # gloo reduces in another order than one process, and ZeRO-3 with accumulation sums micro-batches:
+        # float noise (up to ~2e-3 seen) that grows over training, well below a wrong share of a batch.
+        np.testing.assert_allclose(alone[name]["scores"], ranks[name]["scores"], atol=1e-2, err_msg=name)
         # The runs learned something, so agreeing is not trivial.
         assert alone[name]["losses"][1][-1] < alone[name]["losses"][0][0]
     return alone
