@@ -86,11 +86,12 @@ class SweepMetrics:
             "w2sweep_gpu_seconds", description="GPU-seconds held by cells (GPUs per cell x seconds).",
             tag_keys=TAG_KEYS)
         self._running: dict[CellTags, int] = {}
+        self._grid: dict[CellTags, tuple[int, int]] = {}  # tags -> (cells, skipped)
 
     def grid(self, tags: CellTags, *, num_cells: int, num_skipped: int) -> None:
         """Called once per (dataset, student, method) group when the run starts."""
-        self.grid_cells.set(num_cells, tags=tags.as_dict())
-        self.cells_skipped.set(num_skipped, tags=tags.as_dict())
+        self._grid[tags] = (num_cells, num_skipped)
+        self._set_grid(tags)
         self._running.setdefault(tags, 0)
         self.cells_running.set(0, tags=tags.as_dict())
         # A counter appears in Prometheus at its first event. Starting each at 0 makes "0 failed" a
@@ -128,6 +129,15 @@ class SweepMetrics:
         if num_gpus > 0 and seconds > 0:
             self.gpu_seconds.inc(num_gpus * seconds, tags=t)
 
+    def _set_grid(self, tags: CellTags) -> None:
+        num_cells, num_skipped = self._grid[tags]
+        self.grid_cells.set(num_cells, tags=tags.as_dict())
+        self.cells_skipped.set(num_skipped, tags=tags.as_dict())
+
     def _set_running(self, tags: CellTags, delta: int) -> None:
         self._running[tags] = max(0, self._running.get(tags, 0) + delta)
         self.cells_running.set(self._running[tags], tags=tags.as_dict())
+        # A gauge set once, right after ray.init, can be set before the metrics agent takes exports
+        # and then never reach Prometheus (seen in CI); setting it again with each cell event fixes that.
+        if tags in self._grid:
+            self._set_grid(tags)
