@@ -28,26 +28,25 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def _auroc_rows(scores: np.ndarray, labels: np.ndarray, axis: int = -1) -> np.ndarray:
-    """AUROC of every row at once (Mann-Whitney U from average ranks, so ties count one half, as in
-    sklearn): scores and labels [..., N] -> [...]; NaN for a row with one class."""
-    scores, positive = np.moveaxis(scores, axis, -1), np.moveaxis(labels, axis, -1) == 1
-    ranks = stats.rankdata(scores, axis=-1)
-    n1 = positive.sum(-1)
-    n0 = positive.shape[-1] - n1
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return ((ranks * positive).sum(-1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+def _auroc_of_classes(positive: np.ndarray, negative: np.ndarray, axis: int = -1) -> np.ndarray:
+    """AUROC from the two classes' scores: the Mann-Whitney U of the positives over n1 * n0 (ties count
+    one half, as in sklearn). scipy computes it along an axis, so every bootstrap resample is scored in
+    one call; the asymptotic method skips the exact null distribution, whose p-value is not used."""
+    u = stats.mannwhitneyu(positive, negative, axis=axis, method="asymptotic").statistic
+    return u / (positive.shape[axis] * negative.shape[axis])
 
 
 def auroc_ci(scores: np.ndarray, labels: np.ndarray, *, seed: int = 0,
              num_resamples: int = 500) -> tuple[float, float]:
-    """Percentile bootstrap over test examples (scores and labels resampled together). All resamples
-    are scored in one vectorized call: ~30x faster than one roc_auc_score per resample, same interval."""
+    """Stratified percentile bootstrap (positives and negatives resampled separately, as pROC does):
+    every resample keeps the test set's class balance, so none has a single class, and all of them are
+    scored in one vectorized call (~30x faster than one roc_auc_score per resample)."""
     if len(np.unique(labels)) < 2:
         return float("nan"), float("nan")
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
     res = stats.bootstrap(
-        (np.asarray(scores, dtype=np.float64), np.asarray(labels)), _auroc_rows, paired=True,
-        vectorized=True, n_resamples=num_resamples, method="percentile", rng=np.random.default_rng(seed),
+        (scores[labels == 1], scores[labels != 1]), _auroc_of_classes, paired=False, vectorized=True,
+        n_resamples=num_resamples, method="percentile", rng=np.random.default_rng(seed),
     )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
