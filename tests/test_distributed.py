@@ -89,7 +89,7 @@ def _fine_tune_runs(runs) -> dict:
     that a model DeepSpeed handed back trains again."""
     from w2sweep.data.synthetic import make_sentiment
     from w2sweep.models import load_classifier
-    from w2sweep.train import fine_tune, predict
+    from w2sweep.train import TokenizedTexts, fine_tune, predict
 
     task = make_sentiment(160, seed=0)
     texts, labels = list(task.texts[:100]), np.asarray(task.labels[:100], np.float32)
@@ -98,10 +98,12 @@ def _fine_tune_runs(runs) -> dict:
     for name, load, overrides in runs:
         tokenizer, model = load_classifier("tiny-qwen2", seed=0, **load)
         settings = TrainSettings(lr=3e-3, epochs=2, batch_size=24, max_length=16, patience=5, **overrides)
-        stages = [fine_tune(model, tokenizer, texts[:50 * (i + 1)], labels[:50 * (i + 1)], val_texts=val_texts,
-                            val_labels=val_labels, settings=settings, seed=i, stage=i) for i in range(2)]
+        val = TokenizedTexts(tokenizer, val_texts, 16)
+        stages = [fine_tune(model, TokenizedTexts(tokenizer, texts[:50 * (i + 1)], 16), labels[:50 * (i + 1)],
+                            val_examples=val, val_labels=val_labels, settings=settings, seed=i, stage=i)
+                  for i in range(2)]
         out[name] = dict(losses=[s["train_losses"] for s in stages], steps=[s["num_steps"] for s in stages],
-                         scores=predict(model, tokenizer, val_texts, max_length=16).tolist())
+                         scores=predict(model, val).tolist())
     return out
 
 

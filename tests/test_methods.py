@@ -163,12 +163,12 @@ def spy(monkeypatch):
     calls = []
     real = cells_module.fine_tune
 
-    def fine_tune(model, tokenizer, texts, soft_labels, **kw):
+    def fine_tune(model, examples, soft_labels, **kw):
         loss = kw["loss_fn"]
-        calls.append(dict(texts=list(texts), labels=np.asarray(soft_labels), val_labels=kw["val_labels"],
-                          val_texts=kw["val_texts"], loss=getattr(loss, "func", loss).__name__,
+        calls.append(dict(texts=examples.texts, labels=np.asarray(soft_labels), val_labels=kw["val_labels"],
+                          val_texts=kw["val_examples"].texts, loss=getattr(loss, "func", loss).__name__,
                           loss_options=getattr(loss, "keywords", {})))
-        return real(model, tokenizer, texts, soft_labels, **kw)
+        return real(model, examples, soft_labels, **kw)
 
     monkeypatch.setattr(cells_module, "fine_tune", fine_tune)
     return calls
@@ -236,9 +236,9 @@ def test_active_trains_on_the_oracle_examples_the_student_is_least_sure_of(world
     scored = []
     real = cells_module.predict
 
-    def predict(model, tokenizer, texts, **kw):
-        scores = real(model, tokenizer, texts, **kw)
-        if texts == pools.oracle.texts:
+    def predict(model, examples, **kw):
+        scores = real(model, examples, **kw)
+        if examples.texts == pools.oracle.texts:
             scored.append(scores)
         return scores
 
@@ -286,7 +286,7 @@ def test_fewshot_prompt_uses_weak_labels(tmp_path, spy, monkeypatch):
 
     tested = []
     real = cells_module.predict
-    monkeypatch.setattr(cells_module, "predict", lambda m, tok, texts, **kw: tested.append(texts) or real(m, tok, texts, **kw))
+    monkeypatch.setattr(cells_module, "predict", lambda m, examples, **kw: tested.append(examples.texts) or real(m, examples, **kw))
     cells = {c.method: c for c in expand_cells(config)}
     result = run_cell(cells["sft-weak+fewshot"], storage)
     assert result.weak_supervisor == "column:weak" and result.weak_accuracy == 0.0  # the column is always wrong

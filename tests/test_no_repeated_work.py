@@ -1,18 +1,26 @@
-"""P4: weak labels are computed once per key across a sweep's cells and its re-runs.
+"""P4: weak labels and head-only students' frozen-body features are computed once per key across a
+sweep's cells and its re-runs.
 
-The weak supervisor's training is counted by wrapping `w2sweep.weak.train_weak_supervisor`; the cells
-and the re-run go through the same plain functions a Tune trial and a weak-label Ray task call
-(`ensure_weak_labels`, then `run_cell`), so no Ray is needed.
+The weak supervisor's training is counted by wrapping `w2sweep.weak.train_weak_supervisor`, and the
+features' computation by wrapping `w2sweep.features.compute_features`; the cells and the re-run go
+through the same plain functions a Tune trial and a prerequisite Ray task call (`Prerequisite.ensure`,
+then `run_cell`), so no Ray is needed.
 """
 
+import numpy as np
 import pytest
+import torch
 
+import w2sweep.features
 import w2sweep.weak
 from conftest import tiny_config
 from w2sweep.cells import expand_cells, run_cell
 from w2sweep.config import parse_config
+from w2sweep.features import Features, extract, head_on_features, load_features
+from w2sweep.models import load_classifier
 from w2sweep.storage import Storage
-from w2sweep.sweep import weak_labels_to_compute
+from w2sweep.sweep import prerequisites_to_compute
+from w2sweep.train import TokenizedTexts, predict
 from w2sweep.weak import ensure_weak_labels
 
 
@@ -27,6 +35,20 @@ def count_weak_trainings(monkeypatch):
         return train(dataset, weak_supervisor, seed)
 
     monkeypatch.setattr(w2sweep.weak, "train_weak_supervisor", counted)
+    return calls
+
+
+@pytest.fixture
+def count_features(monkeypatch):
+    """Every call of compute_features, as (dataset name, student model, seed)."""
+    calls = []
+    compute = w2sweep.features.compute_features
+
+    def counted(dataset, student, seed, max_length):
+        calls.append((dataset.name, student.model, seed))
+        return compute(dataset, student, seed, max_length)
+
+    monkeypatch.setattr(w2sweep.features, "compute_features", counted)
     return calls
 
 
@@ -48,8 +70,8 @@ def _run(config):
     every cell without a result. A fresh Storage object each time, as a new process would have."""
     storage = Storage.from_uri(config.storage)
     cells = expand_cells(config)
-    for cell in cells:
-        ensure_weak_labels(storage, config.name, cell.dataset, cell.weak_supervisor, cell.seed)
+    for need in prerequisites_to_compute(storage, cells):
+        need.ensure(storage)
     for cell in cells:
         if not storage.exists(f"{config.name}/cells/{cell.cell_id}.json"):
             run_cell(cell, storage)
@@ -59,14 +81,14 @@ def _run(config):
 def test_weak_labels_are_computed_once_per_key_across_cells_and_reruns(tmp_path, count_weak_trainings):
     config = _small(str(tmp_path / "store"))
     storage = Storage.from_uri(config.storage)
-    assert len(weak_labels_to_compute(storage, config.name, expand_cells(config))) == 1  # the sweep's task list
+    assert len(prerequisites_to_compute(storage, expand_cells(config))) == 1  # the sweep's task list
     cells = _run(config)
     assert len(cells) == 2 and len({c.weak_key for c in cells}) == 1
     assert count_weak_trainings == [("synthetic-sentiment", "tiny-weak", 0)]
 
     # The re-run: every cell is done, the weak labels are stored, and `w2sweep run` would start no
     # weak-label task at all.
-    assert weak_labels_to_compute(storage, config.name, cells) == []
+    assert prerequisites_to_compute(storage, cells) == []
     _run(config)
     assert len(count_weak_trainings) == 1
 
@@ -88,3 +110,75 @@ def test_each_new_weak_label_key_is_computed_exactly_once(tmp_path, count_weak_t
             ensure_weak_labels(Storage.from_uri(changed.storage), changed.name, cell.dataset,
                                cell.weak_supervisor, cell.seed)
     assert len(count_weak_trainings) == 3
+
+
+def _head_only(storage, **overrides):
+    students = [dict(model="tiny-bert", name="probe", mode="head", epochs=2, max_length=16),
+                dict(model="tiny-qwen2", name="qwen-probe", mode="head", epochs=2, max_length=16)]
+    return _small(storage, **{"students": students, "methods": ["seq-sft", "seq-sft+active"], **overrides})
+
+
+def test_head_only_features_are_computed_once_per_key_across_cells_and_reruns(tmp_path, count_features,
+                                                                              count_weak_trainings):
+    config = _head_only(str(tmp_path / "store"))
+    storage = Storage.from_uri(config.storage)
+    cells = expand_cells(config)
+    assert len(cells) == 8  # 2 students x 2 methods x 2 fractions
+    kinds = sorted(need.kind for need in prerequisites_to_compute(storage, cells))
+    assert kinds == ["features", "features", "weak labels"]  # one features key per student
+    _run(config)
+    assert sorted(count_features) == [("synthetic-sentiment", "tiny-bert", 0), ("synthetic-sentiment", "tiny-qwen2", 0)]
+    assert len(count_weak_trainings) == 1
+    assert all(storage.exists(f"{config.name}/cells/{c.cell_id}.json") for c in cells)
+    for cell in cells:  # the stored vectors are the pools', row for row
+        stored = load_features(storage, config.name, cell.features_key)
+        assert stored.pools is not None and len(stored.pools["test"]) == 32 and len(stored.pools["oracle"]) == 64
+
+    assert prerequisites_to_compute(storage, cells) == []
+    _run(config)  # the re-run: nothing to compute, nothing to train
+    assert len(count_features) == 2
+
+    # A changed body setting is a new key; a changed head-training setting is not.
+    lr_only = _head_only(str(tmp_path / "store"), students=[dict(model="tiny-bert", name="probe", mode="head",
+                                                                 epochs=3, lr=1e-3, max_length=16)])
+    assert prerequisites_to_compute(storage, expand_cells(lr_only)) == []
+    longer = _head_only(str(tmp_path / "store"), students=[dict(model="tiny-bert", name="probe", mode="head",
+                                                                epochs=2, max_length=24)])
+    assert [n.kind for n in prerequisites_to_compute(storage, expand_cells(longer))] == ["features"]
+
+
+def test_full_and_fewshot_students_read_no_features(tmp_path):
+    config = _small(str(tmp_path / "store"), methods=["seq-sft", "seq-sft+fewshot"],
+                    students=[dict(model="tiny-bert", name="full", epochs=1, max_length=16),
+                              dict(model="tiny-bert", name="probe", mode="head", epochs=1, max_length=16)])
+    keyed = {(c.student.label, c.method): c.features_key for c in expand_cells(config)}
+    assert keyed[("probe", "seq-sft")] is not None
+    assert keyed[("full", "seq-sft")] is None and keyed[("probe", "seq-sft+fewshot")] is None
+
+
+@pytest.mark.parametrize("ref", ["tiny-bert", "tiny-qwen2"])
+def test_head_on_stored_features_gives_the_whole_models_scores(ref):
+    # Uneven lengths, so the causal LM's last real token sits at different positions under padding.
+    texts = ["a wonderful, moving film that stays with you long after", "dull", "fine", "I loved it"] * 5
+    tokenizer, model = load_classifier(ref, seed=3, mode="head")
+    examples = TokenizedTexts(tokenizer, texts, 16)
+    values, reason = extract(model, examples, pad_token_id=tokenizer.pad_token_id, batch_size=8)
+    assert reason == "" and values.shape == (20, model.config.hidden_size)
+    whole = predict(model, examples)
+    head = predict(head_on_features(model), Features(values))
+    np.testing.assert_allclose(head, whole, rtol=1e-5, atol=1e-6)
+    assert np.ptp(whole) > 0  # the scores differ between texts: the comparison means something
+
+
+def test_a_head_that_reads_the_sequence_itself_is_refused():
+    # RoBERTa's head picks the first token out of the whole sequence: no single stored vector per
+    # example feeds it, so the features object says why and the cells run the body instead.
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    tokenizer, _ = load_classifier("tiny-bert", seed=0)
+    torch.manual_seed(0)
+    model = RobertaForSequenceClassification(RobertaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, num_labels=2, pad_token_id=tokenizer.pad_token_id))
+    values, reason = extract(model, TokenizedTexts(tokenizer, ["a b c", "d"], 8), pad_token_id=tokenizer.pad_token_id)
+    assert values is None and "does not read one pooled vector" in reason

@@ -10,7 +10,7 @@ import torch
 from w2sweep.cells import resolve_settings
 from w2sweep.config import ModelSpec
 from w2sweep.models import ModelError, default_settings, fetch_packaged, load_classifier, load_tokenizer
-from w2sweep.train import TrainSettings, fine_tune
+from w2sweep.train import TokenizedTexts, TrainSettings, fine_tune
 
 TEXTS = ["a wonderful, moving film", "dull", "I loved every minute of it", "a dreadful mess of a movie"] * 8
 LABELS = np.array([1, 0, 1, 0] * 8, dtype=np.float32)
@@ -19,8 +19,8 @@ SETTINGS = TrainSettings(lr=1e-2, epochs=2, batch_size=8, max_length=16, patienc
 
 def _train(model, tokenizer):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    fine_tune(model, tokenizer, TEXTS, LABELS, val_texts=TEXTS[:8], val_labels=LABELS[:8].astype(int),
-              settings=SETTINGS, seed=0)
+    fine_tune(model, TokenizedTexts(tokenizer, TEXTS, 16), LABELS, val_examples=TokenizedTexts(tokenizer, TEXTS[:8], 16),
+              val_labels=LABELS[:8].astype(int), settings=SETTINGS, seed=0)
     return {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
 
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,13 +27,32 @@ from w2sweep.prompting import (fewshot_prefix, is_encoder, load_causal_lm, promp
                                warn_if_truncated)
 from w2sweep.results import RESULT_SCHEMA_VERSION, CellResult, cell_key
 from w2sweep.storage import AlreadyExists, Storage
-from w2sweep.train import TrainHooks, TrainSettings, fine_tune, is_main_process, predict
-from w2sweep.weak import WeakLabels, load_weak_labels, weak_labels_key, weak_source_name
+from w2sweep.train import TokenizedTexts, TrainHooks, TrainSettings, fine_tune, is_main_process, predict
+from w2sweep.features import Features, ensure_features, features_key, head_on_features, load_features, uses_features
+from w2sweep.features import object_key as features_object_key
+from w2sweep.weak import WeakLabels, ensure_weak_labels, load_weak_labels, weak_labels_key, weak_source_name
+from w2sweep.weak import object_key as weak_object_key
 
 
 def content_hash(obj: object) -> str:
     """Stable 16-hex-digit id of a JSON-able object (keys sorted, so field order never matters)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Prerequisite:
+    """A stored object computed once per key before the cells that read it: weak labels, or a head-only
+    student's frozen-body features. `ensure(storage)` computes and stores it unless it is stored; a
+    sweep runs it as a task of its own, on the student's resources where `student` is set."""
+
+    kind: str  # "weak labels" or "features": what progress bars and errors call it
+    key: str  # the stored object's key
+    compute: Callable  # compute(storage, *args): computes and stores unless stored
+    args: tuple
+    student: ModelSpec | None = None
+
+    def ensure(self, storage: Storage) -> None:
+        self.compute(storage, *self.args)
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,30 @@ class Cell:
     @property
     def weak_key(self) -> str:
         return weak_labels_key(self.dataset, self.weak_supervisor, self.seed)
+
+    @property
+    def features_key(self) -> str | None:
+        """The key of the student's stored frozen-body features, for a head-only student whose method
+        trains on the pools' own texts (`w2sweep.features`); None otherwise."""
+        method = parse_method(self.method)
+        if not uses_features(self.student.mode, train=method.train, fewshot=method.fewshot):
+            return None
+        return features_key(self.dataset, self.student, self.seed, max_length=self.max_length)
+
+    @property
+    def max_length(self) -> int:
+        return resolve_settings(self.student).max_length
+
+    @property
+    def prerequisites(self) -> list[Prerequisite]:
+        """What this cell reads that is computed once per key, for every cell and re-run that needs it."""
+        needs = [Prerequisite("weak labels", weak_object_key(self.sweep, self.weak_key), ensure_weak_labels,
+                              (self.sweep, self.dataset, self.weak_supervisor, self.seed))]
+        if self.features_key is not None:
+            needs.append(Prerequisite("features", features_object_key(self.sweep, self.features_key),
+                                      ensure_features, (self.sweep, self.dataset, self.student, self.seed,
+                                                        self.max_length), student=self.student))
+        return needs
 
     @property
     def weak_name(self) -> str:
@@ -219,6 +263,8 @@ class StageData:
     texts: list[str]
     labels: np.ndarray  # [n - k] soft labels to train on
     val_labels: np.ndarray  # [V] hard labels early stopping reads
+    pool: str  # "weak_label" or "oracle": where the examples come from
+    index: np.ndarray  # [n - k] positions of the training examples in that pool
 
 
 def _stage_data(source: str, n: int, pools: Pools, weak: WeakLabels, *, num_shots: int = 0,
@@ -231,7 +277,8 @@ def _stage_data(source: str, n: int, pools: Pools, weak: WeakLabels, *, num_shot
     labels on the validation pool: early stopping on gold labels there would be oracle labels nobody
     paid for.
     """
-    pool = pools.weak_label if source == "weak" else pools.oracle
+    name = "weak_label" if source == "weak" else "oracle"
+    pool = getattr(pools, name)
     if n > len(pool):
         raise ValueError(f"a {source} stage needs {n} labels but its pool holds {len(pool)}")
     chosen = np.arange(n) if order is None else np.asarray(order[:n], dtype=np.int64)
@@ -241,7 +288,7 @@ def _stage_data(source: str, n: int, pools: Pools, weak: WeakLabels, *, num_shot
     else:
         labels, val_labels = pool.labels[chosen].astype(np.float32), pools.val.labels
     k = min(num_shots, n)
-    return StageData(texts[:k], labels[:k], texts[k:], labels[k:], val_labels)
+    return StageData(texts[:k], labels[:k], texts[k:], labels[k:], val_labels, name, chosen[k:])
 
 
 def _show(prefix: str, texts: list[str], fewshot: bool) -> list[str]:
@@ -249,9 +296,12 @@ def _show(prefix: str, texts: list[str], fewshot: bool) -> list[str]:
     return [prompt_text(prefix, t) for t in texts] if fewshot else texts
 
 
-def _train_and_score(cell: Cell, method: Method, pools: Pools, weak: WeakLabels,
-                     settings: TrainSettings, hooks: TrainHooks | None = None) -> np.ndarray:
+def _train_and_score(cell: Cell, method: Method, pools: Pools, weak: WeakLabels, settings: TrainSettings,
+                     features: dict[str, np.ndarray] | None, hooks: TrainHooks | None = None) -> np.ndarray:
     """Fine-tune the student through the method's stages; P(label=1) on the test pool, shape [N].
+
+    With `features` (a head-only student's stored frozen-body features, one array per pool) the
+    head trains and scores on them, and the body never runs.
 
     With +fewshot, each stage's first `fewshot_k` labels become the shots of its prefix, which is
     prefixed to its training and validation texts; the test texts get the prefix of the last stage
@@ -260,6 +310,16 @@ def _train_and_score(cell: Cell, method: Method, pools: Pools, weak: WeakLabels,
     tokenizer, model = load_classifier(cell.student.model, seed=cell.seed, **load_kwargs(cell.student))
     if method.fewshot:
         tokenizer.truncation_side = "left"
+    trained = model if features is None else head_on_features(model)
+
+    def examples(pool: str, index: np.ndarray | None = None):
+        """The student's inputs for a pool (or the examples at `index` of it)."""
+        if features is not None:
+            return Features(features[pool] if index is None else features[pool][index])
+        texts = getattr(pools, pool).texts
+        texts = texts if index is None else [texts[i] for i in index]
+        return TokenizedTexts(tokenizer, _show(prefix, texts, method.fewshot), settings.max_length)
+
     counts = {"weak": cell.n_weak, "oracle": cell.n_oracle}
     prefix = ""
     for i, stage in enumerate(method.stages):
@@ -268,8 +328,7 @@ def _train_and_score(cell: Cell, method: Method, pools: Pools, weak: WeakLabels,
             continue  # no labels bought for this stage: it neither trains nor changes the prefix
         order = None
         if stage.select == "uncertain":
-            candidates = _show(prefix, pools.oracle.texts, method.fewshot)
-            p = predict(model, tokenizer, candidates, max_length=settings.max_length)
+            p = predict(trained, examples("oracle"))
             order = np.argsort(np.abs(p - 0.5), kind="stable")  # most uncertain first; ties in pool order
         data = _stage_data(stage.labels, n, pools, weak, num_shots=cell.options.get("fewshot_k", 0), order=order)
         if method.fewshot:
@@ -277,10 +336,10 @@ def _train_and_score(cell: Cell, method: Method, pools: Pools, weak: WeakLabels,
             warn_if_truncated(tokenizer, prefix, max_length=settings.max_length,
                               where=f"cell {cell.cell_id} ({cell.method}) stage {i}")
         loss_fn = make_loss(stage.loss, cell.options.get("losses", {}).get(stage.loss))
-        fine_tune(model, tokenizer, _show(prefix, data.texts, method.fewshot), data.labels,
-                  val_texts=_show(prefix, pools.val.texts, method.fewshot), val_labels=data.val_labels,
-                  settings=settings, seed=cell.seed * 1000 + i, loss_fn=loss_fn, stage=i, hooks=hooks)
-    return predict(model, tokenizer, _show(prefix, pools.test.texts, method.fewshot), max_length=settings.max_length)
+        fine_tune(trained, examples(data.pool, data.index), data.labels, val_examples=examples("val"),
+                  val_labels=data.val_labels, settings=settings, seed=cell.seed * 1000 + i, loss_fn=loss_fn,
+                  stage=i, hooks=hooks)
+    return predict(trained, examples("test"))
 
 
 def _prompt_and_score(cell: Cell, method: Method, pools: Pools, weak: WeakLabels,
@@ -312,12 +371,21 @@ def run_cell(cell: Cell, storage: Storage, *, hooks: TrainHooks | None = None) -
     Train worker group, `w2sweep.distributed`): training goes through DeepSpeed there, every rank
     returns the result, and only rank 0 writes it. `hooks` checkpoint and resume the training."""
     start = time.monotonic()
+    for need in cell.prerequisites:  # stored already when a sweep runs the cell: one lookup each
+        need.ensure(storage)
     pools = pools_for(cell.dataset, cell.seed)
     weak = load_weak_labels(storage, cell.sweep, cell.weak_key)
     settings = resolve_settings(cell.student)
     method = parse_method(cell.method)
     if method.train:
-        scores = _train_and_score(cell, method, pools, weak, settings, hooks=hooks)
+        features = None
+        if cell.features_key is not None:
+            stored = load_features(storage, cell.sweep, cell.features_key)
+            if stored.pools is None:
+                warnings.warn(f"student {cell.student.label!r} trains its head through the body in every "
+                              f"step: no stored features ({stored.reason})", stacklevel=2)
+            features = stored.pools
+        scores = _train_and_score(cell, method, pools, weak, settings, features, hooks=hooks)
     else:
         scores = _prompt_and_score(cell, method, pools, weak, settings)
     m = evaluate(scores, pools.test.labels, seed=cell.seed)

@@ -1,6 +1,7 @@
-"""Run a sweep on Ray: weak labels as Ray tasks (once per key), and every unfinished cell as a Ray
-Tune trial of the plain `run_cell` function that starts training once its own weak labels exist. The
-only module of the run path that imports Ray.
+"""Run a sweep on Ray: what cells read that is computed once per key (weak labels, head-only
+students' features: `Cell.prerequisites`) as Ray tasks, and every unfinished cell as a Ray Tune trial
+of the plain `run_cell` function that starts training once its own prerequisites exist. The only
+module of the run path that imports Ray.
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from tqdm import tqdm
 
-from w2sweep.cells import Cell, expand_cells, run_cell
+from w2sweep.cells import Cell, Prerequisite, expand_cells, run_cell
 from w2sweep.config import Resources, SweepConfig
 from w2sweep.distributed import run_cell_on_workers, uses_ray_train, worker_resources
 from w2sweep.results import cell_key
 from w2sweep.storage import Storage
 from w2sweep.telemetry import CellTags, SweepMetrics
-from w2sweep.weak import ensure_weak_labels, weak_labels_stored
 
 # Cells resolve relative paths (local datasets) against the directory the sweep was started from;
 # Tune would otherwise move each trial into its own log directory first.
@@ -75,14 +75,14 @@ def running_key(sweep: str, cell_id: str) -> str:
 
 
 def _cell_trainable(config: dict, *, cells: dict[str, str], storage_uri: str, env: dict[str, str],
-                    resources: dict, max_failures: int, cell_fn=None, weak_tasks: dict | None = None) -> None:
+                    resources: dict, max_failures: int, cell_fn=None, tasks: dict | None = None) -> None:
     """One cell: `run_cell` right here, or, for a student on several workers, a Ray Train run whose
     workers each call it (`w2sweep.distributed`); this trial then only drives and waits. First it
-    waits for the task computing its weak labels, if they were not stored when the run began."""
+    waits for the tasks computing its prerequisites, where they were not stored when the run began."""
     os.environ.update(env)
     cell = Cell.from_json(cells[config["cell_id"]])
-    if weak_tasks and cell.weak_key in weak_tasks:
-        ray.get(weak_tasks[cell.weak_key])  # a failed weak-label task fails this cell with its error
+    # A failed prerequisite task fails this cell with its error.
+    ray.get([tasks[need.key] for need in cell.prerequisites if need.key in (tasks or {})])
     storage = Storage.from_uri(storage_uri)
     heartbeat = running_key(cell.sweep, cell.cell_id)
     storage.write_bytes(heartbeat, json.dumps(
@@ -238,48 +238,51 @@ def _init_ray() -> None:
     )
 
 
-def weak_labels_to_compute(storage: Storage, sweep: str, cells: list[Cell]) -> list[Cell]:
-    """One cell per distinct weak-label key that is not in storage yet. A re-run whose weak labels are
+def prerequisites_to_compute(storage: Storage, cells: list[Cell]) -> list[Prerequisite]:
+    """Every distinct prerequisite of `cells` not in storage yet. A re-run whose prerequisites are
     stored starts no task for them (a task would cost a worker process and its imports, seconds)."""
-    by_key = {cell.weak_key: cell for cell in cells}
-    return [cell for key, cell in by_key.items() if not weak_labels_stored(storage, sweep, key)]
+    by_key = {need.key: need for cell in cells for need in cell.prerequisites}
+    return [need for key, need in by_key.items() if not storage.exists(key)]
 
 
-class _WeakLabelTasks:
-    """The run's weak-label tasks (one per key not yet stored), pipelined with its cells.
+class _PrerequisiteTasks:
+    """The run's prerequisite tasks (one per key not yet stored), pipelined with its cells.
 
     Before Tune starts, placement groups are reserved for them, as many as the cluster can run at once
-    and at most one per key; each runs its share of the keys in turn and is released when its last
-    task ends. A cell's trial waits only for its own key (`refs`, passed to `_cell_trainable`), so the
-    cells of a finished key start while other keys still train, and trial processes start up while
-    weak supervisors train instead of after them (bench/overhead.py). Waiting trials can never hold
-    what a weak-label task needs: that was reserved before the first trial started. A key whose task
-    fails for good fails the cells that read it, with its error, and not the whole run."""
+    and at most one per key, each big enough for any of them; each runs its share of the keys in turn
+    and is released when its last task ends. A cell's trial waits only for its own keys (`refs`, passed
+    to `_cell_trainable`), so the cells of a finished key start while other keys still compute, and
+    trial processes start up while weak supervisors train instead of after them (bench/overhead.py).
+    Waiting trials can never hold what a task needs: that was reserved before the first trial started.
+    A key whose task fails for good fails the cells that read it, with its error, and not the whole run."""
 
     def __init__(self, config: SweepConfig, storage: Storage, cells: list[Cell]):
-        needed = weak_labels_to_compute(storage, config.name, cells)
+        needed = prerequisites_to_compute(storage, cells)
         self.refs: dict[str, ray.ObjectRef] = {}
         self._groups = []
         self._thread = None
         if not needed:
             return
-        bundle = {name: amount for name, amount in (("CPU", config.resources.cpu), ("GPU", config.resources.gpu))
-                  if amount}
+        need_of = {id(need): _task_resources(need, config.resources) for need in needed}
+        bundle = {name: max(r[name] for r in need_of.values()) for name in ("CPU", "GPU")}
+        bundle = {name: amount for name, amount in bundle.items() if amount}
         total = ray.cluster_resources()
         fits = min(int(total.get(name, 0) // amount) for name, amount in bundle.items())
         self._groups = [placement_group([bundle]) for _ in range(max(1, min(len(needed), fits)))]
         ray.get([group.ready() for group in self._groups])
-        task = ray.remote(num_cpus=config.resources.cpu, num_gpus=config.resources.gpu,
-                          max_retries=config.max_failures, retry_exceptions=True)(in_storage_env)
+        task = ray.remote(max_retries=config.max_failures, retry_exceptions=True)(in_storage_env)
         env = ray.put(storage_env())
         shares: dict[int, list[ray.ObjectRef]] = {}
-        for i, cell in enumerate(needed):
+        for i, need in enumerate(needed):
             group = i % len(self._groups)
-            ref = task.options(scheduling_strategy=PlacementGroupSchedulingStrategy(self._groups[group])).remote(
-                env, ensure_weak_labels, storage, config.name, cell.dataset, cell.weak_supervisor, cell.seed)
-            self.refs[cell.weak_key] = ref
+            ref = task.options(
+                num_cpus=need_of[id(need)]["CPU"], num_gpus=need_of[id(need)]["GPU"],
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self._groups[group]),
+            ).remote(env, need.ensure, storage)
+            self.refs[need.key] = ref
             shares.setdefault(group, []).append(ref)
-        self._bar = tqdm(total=len(needed), desc="weak labels", unit="key", dynamic_ncols=True)
+        kinds = sorted({need.kind for need in needed})
+        self._bar = tqdm(total=len(needed), desc=" and ".join(kinds), unit="key", dynamic_ncols=True)
         self._thread = threading.Thread(target=self._release_as_done, args=(shares,), daemon=True)
         self._thread.start()
 
@@ -301,6 +304,14 @@ class _WeakLabelTasks:
             self._bar.close()
 
 
+def _task_resources(need: Prerequisite, default: Resources) -> dict[str, float]:
+    """A weak-label task gets the sweep's per-cell resources; a student's features, what one worker of
+    that student gets."""
+    if need.student is None:
+        return {"CPU": default.cpu, "GPU": default.gpu}
+    return worker_resources(need.student, default)
+
+
 def run_sweep(config: SweepConfig, *, cell_fn=None) -> SweepReport:
     """Run every cell of `config` that has no result yet; return what happened.
 
@@ -315,12 +326,12 @@ def run_sweep(config: SweepConfig, *, cell_fn=None) -> SweepReport:
         return report
     _init_ray()
     _keep_credentials_out_of_runtime_envs()
-    weak = _WeakLabelTasks(config, storage, todo)
+    prerequisites = _PrerequisiteTasks(config, storage, todo)
     cell_json = {c.cell_id: c.to_json() for c in todo}
     trainable = tune.with_resources(
         tune.with_parameters(_cell_trainable, cells=cell_json, storage_uri=config.storage, env=storage_env(),
                              resources=config.resources.model_dump(), max_failures=config.max_failures,
-                             cell_fn=cell_fn, weak_tasks=weak.refs),
+                             cell_fn=cell_fn, tasks=prerequisites.refs),
         _trial_resources(cell_json, config.resources),
     )
     # The progress bar below is the sweep's console output; Tune's own tables would interleave with it.
@@ -342,7 +353,7 @@ def run_sweep(config: SweepConfig, *, cell_fn=None) -> SweepReport:
         ),
     )
     grid = tuner.fit()
-    weak.close()
+    prerequisites.close()
     progress.bar.close()
     # A cell is done when its result object exists, whatever Tune says: a trial that failed before it
     # had a config still leaves its cell without a result, and so in `failed`.

@@ -47,7 +47,7 @@ def weak_labels_key(dataset, weak_supervisor, seed: int) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _object_key(sweep: str, key: str) -> str:
+def object_key(sweep: str, key: str) -> str:
     return f"{sweep}/weak_labels/{key}.parquet"
 
 
@@ -73,11 +73,11 @@ def _from_parquet(data: bytes) -> WeakLabels:
 
 def weak_labels_stored(storage: Storage, sweep: str, key: str) -> bool:
     """Whether the weak labels of `key` are in storage already (nothing left to compute)."""
-    return storage.exists(_object_key(sweep, key))
+    return storage.exists(object_key(sweep, key))
 
 
 def load_weak_labels(storage: Storage, sweep: str, key: str) -> WeakLabels:
-    return _from_parquet(storage.read_bytes(_object_key(sweep, key)))
+    return _from_parquet(storage.read_bytes(object_key(sweep, key)))
 
 
 def train_weak_supervisor(dataset, weak_supervisor, seed: int) -> WeakLabels:
@@ -86,15 +86,18 @@ def train_weak_supervisor(dataset, weak_supervisor, seed: int) -> WeakLabels:
     from w2sweep.cells import pools_for, resolve_settings
     from w2sweep.metrics import accuracy
     from w2sweep.models import load_classifier, load_kwargs
-    from w2sweep.train import fine_tune, predict
+    from w2sweep.train import TokenizedTexts, fine_tune, predict
 
     pools = pools_for(dataset, seed)
     settings = resolve_settings(weak_supervisor)
     tokenizer, model = load_classifier(weak_supervisor.model, seed=seed, **load_kwargs(weak_supervisor))
-    fine_tune(model, tokenizer, pools.weak_train.texts, pools.weak_train.labels.astype(np.float32),
-              val_texts=pools.val.texts, val_labels=pools.val.labels, settings=settings, seed=seed)
-    scores = {p: predict(model, tokenizer, getattr(pools, p).texts, max_length=settings.max_length)
-              for p in _POOLS}
+    def tokenized(pool: str):
+        return TokenizedTexts(tokenizer, getattr(pools, pool).texts, settings.max_length)
+
+    val = tokenized("val")
+    fine_tune(model, tokenized("weak_train"), pools.weak_train.labels.astype(np.float32),
+              val_examples=val, val_labels=pools.val.labels, settings=settings, seed=seed)
+    scores = {p: predict(model, val if p == "val" else tokenized(p)) for p in _POOLS}
     return WeakLabels(**scores, test_accuracy=accuracy(scores["test"], pools.test.labels))
 
 
@@ -122,7 +125,7 @@ def ensure_weak_labels(storage: Storage, sweep: str, dataset, weak_supervisor, s
         else:
             labels = train_weak_supervisor(dataset, weak_supervisor, seed)
         try:
-            storage.write_once(_object_key(sweep, key), _to_parquet(labels))
+            storage.write_once(object_key(sweep, key), _to_parquet(labels))
         except AlreadyExists:
             pass
     return key
