@@ -50,7 +50,7 @@ import yaml
 # Defaults: sized on the 2-core development machine so a cell trains for about 5 s in the serial loop.
 NUM_CELLS = 32
 NUM_EXAMPLES = 160  # n_weak + n_oracle of every cell
-STUDENT_EPOCHS = 16
+STUDENT_EPOCHS = 40
 CPU_PER_CELL = 1
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable

@@ -73,7 +73,7 @@ def cmd_run(args) -> int:
     config, _ = _plan(args.config)
     from w2sweep.frontier import write_frontier
     from w2sweep.storage import Storage, StorageError
-    from w2sweep.sweep import run_sweep
+    from w2sweep.sweep import run_sweep, shutdown_in_background
 
     try:  # wrong credentials, an unreachable endpoint, a missing bucket: one line, before any compute
         Storage.from_uri(config.storage).check()
@@ -81,6 +81,7 @@ def cmd_run(args) -> int:
         raise BadInput([str(e)]) from None
 
     report = run_sweep(config)
+    closing = shutdown_in_background()  # Ray is not needed for the frontier
     print(f"{config.name}: {report.num_done} cells finished, {report.num_skipped} already done, "
           f"{len(report.failed)} failed (of {report.num_cells})")
     for cell_id, message in sorted(report.failed.items()):
@@ -90,6 +91,7 @@ def cmd_run(args) -> int:
     print("frontier written:")
     for key in summary["keys"]:
         print(f"  {storage.path(key)}")
+    closing.join()
     return EXIT_CELLS_FAILED if report.failed else 0
 
 
