@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -86,7 +87,8 @@ def serial_child(config_path: str, limit: int | None, threads: int) -> None:
 
     if threads:
         torch.set_num_threads(threads)
-    from w2sweep.cells import expand_cells, run_cell
+    from w2sweep.cells import run_cell
+    from w2sweep.grid import expand_cells
     from w2sweep.config import load_config
     from w2sweep.frontier import write_frontier
     from w2sweep.storage import Storage
@@ -124,13 +126,28 @@ def _cell_seconds(root: Path) -> tuple[int, float]:
     return len(rows), sum(r["wall_seconds"] for r in rows)
 
 
-def _trial_spans(root: Path) -> list[tuple[float, float]]:
-    """(start, end) of every trial's function, epoch seconds, from Tune's own result files."""
+def _cell_spans(root: Path) -> list[tuple[float, float]]:
+    """(start, end) of every cell's `run_cell`, epoch seconds: its result file is written as it ends
+    (mtime), `wall_seconds` before that it started. (Tune's own result timestamps are whole seconds.)"""
     spans = []
-    for path in (root / "overhead" / "tune").glob("*/result.json"):
-        last = json.loads(path.read_text().splitlines()[-1])
-        spans.append((last["timestamp"] - last["time_total_s"], last["timestamp"]))
+    for path in (root / "overhead" / "cells").glob("*.json"):
+        end = path.stat().st_mtime
+        spans.append((end - json.loads(path.read_text())["wall_seconds"], end))
     return spans
+
+
+def _slot_gaps(spans: list[tuple[float, float]], slots: int) -> list[float]:
+    """Seconds between a cell's end and the next cell's start on the same slot: each cell, in start
+    order, goes to the slot that freed up last before it started (Tune's turnaround per cell)."""
+    free = [0.0] * slots
+    gaps = []
+    for start, end in sorted(spans):
+        ready = [i for i in range(slots) if free[i] <= start]
+        slot = max(ready, key=lambda i: free[i]) if ready else min(range(slots), key=lambda i: free[i])
+        if free[slot]:
+            gaps.append(start - free[slot])
+        free[slot] = end
+    return gaps
 
 
 def machine() -> dict:
@@ -186,7 +203,7 @@ def main() -> None:
                 detail["b"] = json.loads(done.stdout.strip().splitlines()[-1])
             print(f"({side}) {wall[side]:.1f} s", file=sys.stderr)
         counts = {s: _cell_seconds(tmp / f"store-{s}") for s in "ab"}
-        spans = _trial_spans(tmp / "store-a")
+        spans = _cell_spans(tmp / "store-a")
     for side, (n, _) in counts.items():
         if n != args.num_cells:
             sys.exit(f"({side}) wrote {n} results, expected {args.num_cells}")
@@ -204,13 +221,14 @@ def main() -> None:
         overhead_outside_cells_per_cell_s=round(
             ((a * slots - counts["a"][1]) - (b - counts["b"][1])) / n, 3),
         a_cell_seconds=round(counts["a"][1], 2), b_cell_seconds=round(counts["b"][1], 2),
-        # Where (a)'s time goes: before the first trial's function starts (CLI imports, Ray start, weak
-        # labels, Tune start, trial processes importing), between the first start and the last end
-        # (slot-seconds outside trial functions, per cell: Tune's per-trial cost plus uneven ends),
-        # and after (frontier, Ray shutdown).
+        # Where (a)'s time goes: before the first cell starts (CLI imports, Ray start, weak labels, Tune
+        # start, trial processes importing), between the first start and the last end (slot-seconds
+        # outside cells, per cell: a second slot starting later, Tune's turnaround, uneven ends), and
+        # after (frontier, Ray shutdown, exit). The turnaround alone is the median gap on a slot.
         a_startup_s=round(min(t for t, _ in spans) - a_spawned, 2),
         a_steady_overhead_per_cell_s=round(
             (slots * (max(e for _, e in spans) - min(t for t, _ in spans)) - sum(e - t for t, e in spans)) / n, 3),
+        a_median_gap_between_cells_s=round(statistics.median(_slot_gaps(spans, slots)), 3),
         a_teardown_s=round(a_spawned + a - max(e for _, e in spans), 2),
         b_import_s=round(detail["b"]["import_s"], 2), b_weak_s=round(detail["b"]["weak_s"], 2),
         b_mean_cell_s=round(sum(detail["b"]["cells_s"]) / n, 2), b_torch_threads=detail["b"]["torch_threads"],

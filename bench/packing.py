@@ -87,7 +87,7 @@ class SleepCell:
         import ray
         from ray.util.placement_group import placement_group, remove_placement_group
 
-        from w2sweep.distributed import uses_ray_train, worker_resources
+        from w2sweep.grid import uses_ray_train, worker_resources
         from w2sweep.results import CellResult, cell_key
 
         per_worker = worker_resources(cell.student, self.default_resources)

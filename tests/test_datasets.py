@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from w2sweep.cells import expand_cells, pools_for
+from w2sweep.grid import expand_cells, pools_for
 from w2sweep.config import ConfigError, DatasetSpec, parse_config
 from w2sweep.data import DataError, load_task
 from w2sweep.data.registry import loaders

@@ -168,7 +168,7 @@ def ray_cluster():
 
 
 def _cell(root, name: str, **student):
-    from w2sweep.cells import expand_cells
+    from w2sweep.grid import expand_cells
     from w2sweep.storage import Storage
     from w2sweep.weak import ensure_weak_labels
 

@@ -227,7 +227,7 @@ def test_example_configs_parse():
 
 
 def test_paper_config_is_the_scalable_elicitation_grid():
-    from w2sweep.cells import expand_cells
+    from w2sweep.grid import expand_cells
     from w2sweep.config import load_config
 
     config = load_config(REPO / "jobs" / "configs" / "paper.yaml")

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from w2sweep import cells as cells_module
-from w2sweep.cells import Cell, _stage_data, expand_cells, method_options_for, pools_for, run_cell
+from w2sweep.cells import _stage_data, run_cell
+from w2sweep.grid import Cell, expand_cells, method_options_for, pools_for
 from w2sweep.config import ConfigError, MethodOptions, parse_config
 from w2sweep.data.synthetic import make_sentiment
 from w2sweep.losses import LOSSES, loss_defaults

@@ -14,7 +14,8 @@ import torch
 import w2sweep.features
 import w2sweep.weak
 from conftest import tiny_config
-from w2sweep.cells import expand_cells, run_cell
+from w2sweep.cells import run_cell
+from w2sweep.grid import expand_cells
 from w2sweep.config import parse_config
 from w2sweep.features import Features, extract, head_on_features, load_features
 from w2sweep.models import load_classifier

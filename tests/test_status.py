@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import tiny_config
-from w2sweep.cells import expand_cells
+from w2sweep.grid import expand_cells
 from w2sweep.cli import main
 from w2sweep.config import parse_config
 from w2sweep.status import format_status, sweep_status

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from w2sweep.cells import resolve_settings
+from w2sweep.grid import resolve_settings
 from w2sweep.config import ModelSpec
 from w2sweep.models import ModelError, default_settings, fetch_packaged, load_classifier, load_tokenizer
 from w2sweep.train import TokenizedTexts, TrainSettings, fine_tune

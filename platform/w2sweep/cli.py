@@ -36,7 +36,7 @@ class BadInput(Exception):
 
 def _plan(path: str):
     """Load, validate and expand a config; every problem becomes a BadInput line."""
-    from w2sweep.cells import check_capacity, expand_cells
+    from w2sweep.grid import check_capacity, expand_cells
     from w2sweep.config import ConfigError, load_config
     from w2sweep.data import DataError
     from w2sweep.models import ModelError

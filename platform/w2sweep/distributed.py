@@ -30,7 +30,8 @@ import ray.train
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from w2sweep.cells import Cell, run_cell
+from w2sweep.cells import run_cell
+from w2sweep.grid import Cell, worker_resources
 from w2sweep.config import ModelSpec, Resources
 from w2sweep.storage import Storage
 from w2sweep.train import TrainHooks
@@ -40,18 +41,6 @@ from w2sweep.train import TrainHooks
 # that it happened, so the restarted worker group runs through.
 FAULT_ENV = "W2SWEEP_TEST_FAULT"
 _FINAL = "final_metrics.json"  # in the last checkpoint of a finished cell
-
-
-def uses_ray_train(student: ModelSpec) -> bool:
-    """A cell goes through Ray Train when its student trains on more than one worker."""
-    return student.num_workers > 1
-
-
-def worker_resources(student: ModelSpec, default: Resources) -> dict[str, float]:
-    """What each training worker of `student` reserves: its own settings, else the sweep's."""
-    cpu = student.cpus_per_worker if student.cpus_per_worker is not None else default.cpu
-    gpu = student.gpus_per_worker if student.gpus_per_worker is not None else default.gpu
-    return {"CPU": cpu, "GPU": gpu}
 
 
 def checkpoints_key(sweep: str) -> str:

@@ -10,6 +10,9 @@ Notation below: y = soft label, t = [1 - y, y] the target over the two classes, 
 CE(t, p) = -sum_c t_c log p_c, H(p) = CE(p, p), all averaged over the batch unless said otherwise.
 The definitions follow the anchors: openai/weak-to-strong (`weak_to_strong/loss.py`: xent, product,
 logconf) and EleutherAI/w2s (`w2s/loss.py`: logconf, entropy, window, kl).
+
+torch is imported inside each loss: config validation reads this registry (names and options) in the
+sweep's driver and in `w2sweep validate`, which never load torch.
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:
+    import torch
 
 
 def _targets(soft_labels: torch.Tensor) -> torch.Tensor:
     """t = [1 - y, y], float32, shape [B, 2]."""
+    import torch
+
     y = soft_labels.float()
     return torch.stack([1.0 - y, y], dim=-1)
 
@@ -39,6 +45,8 @@ def _warmup(progress: float, aux_coef: float, warmup_frac: float) -> float:
 def xent(logits: torch.Tensor, soft_labels: torch.Tensor, *, progress: float = 0.0) -> torch.Tensor:
     """CE(t, p): cross-entropy against soft targets. Hard 0/1 labels are the special case of one-hot
     targets, and a weak supervisor's probabilities keep its confidence instead of rounding it away."""
+    import torch.nn.functional as F
+
     targets = _targets(soft_labels).to(logits.dtype)
     return -(targets * F.log_softmax(logits, dim=-1)).sum(-1).mean()
 
@@ -53,6 +61,9 @@ def logconf(logits: torch.Tensor, soft_labels: torch.Tensor, *, progress: float 
     labels: the share of the batch hardened to class 1 equals mean(y) (0.5 for a batch of one). This
     lets the student contradict the weak labels where it is confident, without collapsing onto one class.
     """
+    import torch
+    import torch.nn.functional as F
+
     logits = logits.float()
     y = soft_labels.float()
     alpha = _warmup(progress, aux_coef, warmup_frac)
@@ -69,6 +80,9 @@ def product(logits: torch.Tensor, soft_labels: torch.Tensor, *, progress: float 
     """Product-of-experts target (openai/weak-to-strong): ``CE(q, p)`` with
     ``q proportional to t^alpha * p^beta`` per class, normalised over the two classes and held fixed
     (no gradient through q). `alpha` weighs the weak labels, `beta` the student's own predictions."""
+    import torch
+    import torch.nn.functional as F
+
     logits = logits.float()
     p = torch.softmax(logits, dim=-1).detach()
     q = _targets(soft_labels).pow(alpha) * p.pow(beta)
@@ -81,6 +95,8 @@ def entropy(logits: torch.Tensor, soft_labels: torch.Tensor, *, progress: float 
     """Like logconf with the hardened term replaced by the student's entropy (EleutherAI/w2s):
     ``(1 - alpha) * CE(t, p) + alpha * H(p)``, alpha warmed up as in `logconf`. Minimising H(p)
     pushes the student toward confident predictions without a batch threshold."""
+    import torch.nn.functional as F
+
     logits = logits.float()
     alpha = _warmup(progress, aux_coef, warmup_frac)
     log_p = F.log_softmax(logits, dim=-1)
@@ -94,6 +110,8 @@ def window(logits: torch.Tensor, soft_labels: torch.Tensor, *, progress: float =
     """Confidence-window loss (EleutherAI/w2s): cross-entropy only on the examples the student is
     unsure of, ``sum_{i: max_c p_ic < 0.5 + radius} CE(t_i, p_i) / B`` (divided by the whole batch
     size B, so confident examples count as zero loss)."""
+    import torch.nn.functional as F
+
     logits = logits.float()
     log_p = F.log_softmax(logits, dim=-1)
     unsure = (log_p.exp().max(dim=-1).values < 0.5 + radius).float()
@@ -105,6 +123,8 @@ def kl(logits: torch.Tensor, soft_labels: torch.Tensor, *, progress: float = 0.0
     """KL(t || p) = CE(t, p) - H(t), batch mean (EleutherAI/w2s). The same gradients as `xent`; its
     value is 0 when the student matches the soft labels exactly, which makes losses comparable
     across label sets of different entropy."""
+    import torch.nn.functional as F
+
     logits = logits.float()
     return F.kl_div(F.log_softmax(logits, dim=-1), _targets(soft_labels), reduction="batchmean")
 

@@ -130,6 +130,23 @@ def num_params(ref: str) -> float | None:
     return None
 
 
+@dataclass(frozen=True)
+class TrainSettings:
+    """How one model trains: `default_settings` overlaid with the config's (`w2sweep.grid.resolve_settings`)."""
+
+    lr: float
+    epochs: int
+    batch_size: int  # examples per optimizer step, over all workers and micro batches
+    max_length: int  # tokens; longer texts are truncated
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    patience: int = 2  # epochs without a better validation AUROC before stopping
+    min_steps: int = 0  # small label sets repeat epochs until this many optimizer steps
+    micro_batch_size: int | None = None  # examples per forward/backward on one worker; None: batch_size/world
+    zero_stage: int = 2  # DeepSpeed ZeRO stage (0, 2 or 3) when training under torch.distributed
+    offload: bool = False  # DeepSpeed: optimizer states and step on the CPU (DeepSpeedCPUAdam)
+
+
 def default_settings(ref: str, *, mode: str = "full") -> dict:
     """lr, epochs, batch_size, max_length and min_steps for model `ref` trained in `mode`
     (full | lora | head), before the config's overrides."""

@@ -68,7 +68,7 @@ class StatusError(ValueError):
 
 def _grid(storage: Storage, sweep: str):
     """The cells of the sweep's grid, from the config snapshot it was run with."""
-    from w2sweep.cells import expand_cells
+    from w2sweep.grid import expand_cells
     from w2sweep.config import ConfigError, parse_config
 
     key = f"{sweep}/sweep.yaml"

@@ -21,9 +21,8 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from tqdm import tqdm
 
-from w2sweep.cells import Cell, Prerequisite, expand_cells, run_cell, warm_up
+from w2sweep.grid import Cell, Prerequisite, expand_cells, uses_ray_train, worker_resources
 from w2sweep.config import Resources, SweepConfig
-from w2sweep.distributed import run_cell_on_workers, uses_ray_train, worker_resources
 from w2sweep.results import cell_key
 from w2sweep.storage import Storage
 from w2sweep.telemetry import CellTags, SweepMetrics
@@ -79,6 +78,10 @@ def _cell_trainable(config: dict, *, cells: dict[str, str], storage_uri: str, en
     """One cell: `run_cell` right here, or, for a student on several workers, a Ray Train run whose
     workers each call it (`w2sweep.distributed`); this trial then only drives and waits. First it
     waits for the tasks computing its prerequisites, where they were not stored when the run began."""
+    # Imported here, once per trial process: torch, transformers and DeepSpeed stay out of the driver.
+    from w2sweep.cells import run_cell, warm_up
+    from w2sweep.distributed import run_cell_on_workers
+
     os.environ.update(env)
     cell = Cell.from_json(cells[config["cell_id"]])
     waiting = [tasks[need.key] for need in cell.prerequisites if need.key in (tasks or {})]

@@ -24,7 +24,6 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from w2sweep.losses import xent
 from w2sweep.metrics import accuracy, auroc
+from w2sweep.models import TrainSettings
 
 
 def get_cosine_schedule_with_warmup(optimizer, *, num_warmup_steps: int, num_training_steps: int):
@@ -48,21 +48,6 @@ def get_cosine_schedule_with_warmup(optimizer, *, num_warmup_steps: int, num_tra
     warmup = sched.LinearLR(optimizer, start_factor=1.0 / (num_warmup_steps + 1), end_factor=1.0,
                             total_iters=num_warmup_steps)
     return sched.SequentialLR(optimizer, [warmup, decay], milestones=[num_warmup_steps])
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    lr: float
-    epochs: int
-    batch_size: int  # examples per optimizer step, over all workers and micro batches
-    max_length: int  # tokens; longer texts are truncated
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    patience: int = 2  # epochs without a better validation AUROC before stopping
-    min_steps: int = 0  # small label sets repeat epochs until this many optimizer steps
-    micro_batch_size: int | None = None  # examples per forward/backward on one worker; None: batch_size/world
-    zero_stage: int = 2  # DeepSpeed ZeRO stage (0, 2 or 3) when training under torch.distributed
-    offload: bool = False  # DeepSpeed: optimizer states and step on the CPU (DeepSpeedCPUAdam)
 
 
 class TrainHooks:
