@@ -195,7 +195,8 @@ def test_workers_get_the_drivers_storage_settings(ray_head, tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text(
         "import os, ray\n"
-        "from w2sweep.sweep import _init_ray, in_storage_env, storage_env\n"
+        "from w2sweep.storage import in_storage_env\n"
+        "from w2sweep.sweep import _init_ray, storage_env\n"
         "_init_ray()\n"
         "def getenv(name):\n"
         "    return os.environ.get(name)\n"

@@ -36,6 +36,13 @@ _AUTH_CODES = {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "I
                "ExpiredToken", "TokenRefreshRequired", "AuthorizationHeaderMalformed", "403"}
 
 
+def in_storage_env(env: dict[str, str], fn, /, *args, **kwargs):
+    """Call `fn` in a worker after putting the driver's storage settings into its environment. (Here,
+    not in `w2sweep.sweep`: a Ray task worker unpickling it then imports this module, not Ray Tune.)"""
+    os.environ.update(env)
+    return fn(*args, **kwargs)
+
+
 class StorageError(RuntimeError):
     """A storage operation failed for good. ``str()`` is one line: where, what went wrong, and what to
     check. It never holds a credential."""

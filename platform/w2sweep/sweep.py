@@ -24,7 +24,7 @@ from tqdm import tqdm
 from w2sweep.grid import Cell, Prerequisite, expand_cells, uses_ray_train, worker_resources
 from w2sweep.config import Resources, SweepConfig
 from w2sweep.results import cell_key
-from w2sweep.storage import Storage
+from w2sweep.storage import Storage, in_storage_env
 from w2sweep.telemetry import CellTags, SweepMetrics
 
 # Cells resolve relative paths (local datasets) against the directory the sweep was started from;
@@ -60,12 +60,6 @@ def _keep_credentials_out_of_runtime_envs() -> None:
 
     class_cache.ENV_VARS_TO_PROPAGATE = {
         name for name in class_cache.ENV_VARS_TO_PROPAGATE if not name.startswith("AWS_")}
-
-
-def in_storage_env(env: dict[str, str], fn, /, *args, **kwargs):
-    """Call `fn` in a worker after putting the driver's storage settings into its environment."""
-    os.environ.update(env)
-    return fn(*args, **kwargs)
 
 
 def running_key(sweep: str, cell_id: str) -> str:
