@@ -164,6 +164,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=STUDENT_EPOCHS, help="student epochs per stage")
     p.add_argument("--calibrate", action="store_true", help="time the first 2 cells serially and stop")
     p.add_argument("--order", default="ba", help="which side runs first: 'ba' (serial first) or 'ab'")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="side-by-side runs, alternating which side goes first; prints each and the medians")
     p.add_argument("--serial-child", metavar="CONFIG", help=argparse.SUPPRESS)
     p.add_argument("--serial-threads", type=int, default=CPU_PER_CELL,
                    help="torch threads of the serial loop: the cells' own (default, what Ray gives a "
@@ -173,6 +175,23 @@ def main() -> None:
     if args.serial_child:
         return serial_child(args.serial_child, args.limit, args.serial_threads)
 
+    reports = []
+    for i in range(args.repeat):
+        # Alternate which side goes first, so a machine that speeds up or slows down during the
+        # runs favours neither side.
+        order = args.order if i % 2 == 0 else args.order[::-1]
+        report = measure(args, order)
+        if report is None:
+            return
+        reports.append(report)
+    if len(reports) > 1:
+        medians = {k: round(statistics.median(r[k] for r in reports), 3) for k in
+                   ("ratio", "overhead_per_cell_s", "overhead_outside_cells_per_cell_s", "a_sweep_s", "b_serial_s")}
+        print(json.dumps(dict(runs=len(reports), median=medians)))
+
+
+def measure(args, order: str) -> dict | None:
+    """One side-by-side run of (a) and (b) in `order`; prints and returns its report."""
     env = dict(os.environ, RAY_ADDRESS="", RAY_USAGE_STATS_ENABLED="0", HF_HUB_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false")
     env.pop("RAY_AIR_NEW_OUTPUT", None)
@@ -189,10 +208,10 @@ def main() -> None:
             _, done = _timed([PYTHON, __file__, "--serial-child", str(paths["b"]), "--limit", "2",
                               "--serial-threads", str(args.serial_threads)], env)
             print(done.stdout.strip().splitlines()[-1])
-            return
+            return None
         before = machine()
         wall, detail = {}, {}
-        for side in args.order:
+        for side in order:
             if side == "a":
                 a_spawned = time.time()
                 wall["a"], done = _timed([PYTHON, "-m", "w2sweep.cli", "run", str(paths["a"])], env)
@@ -233,9 +252,11 @@ def main() -> None:
         b_import_s=round(detail["b"]["import_s"], 2), b_weak_s=round(detail["b"]["weak_s"], 2),
         b_mean_cell_s=round(sum(detail["b"]["cells_s"]) / n, 2), b_torch_threads=detail["b"]["torch_threads"],
     )
+    report["order"] = order
     print(f"| {n} | {report['b_mean_cell_s']:.1f} | {a:.1f} | {b:.1f} | {report['ratio']:.2f} | "
           f"{report['overhead_per_cell_s']:.2f} | {report['overhead_outside_cells_per_cell_s']:.2f} | {slots} |")
-    print(json.dumps(report))
+    print(json.dumps(report), flush=True)
+    return report
 
 
 if __name__ == "__main__":
