@@ -77,3 +77,24 @@ def test_console_script_exits_2_without_traceback(write_config):
                           capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip() == "config error: budgets.0: -1: Input should be greater than 0"
+
+
+def test_a_cells_resources_follow_its_student_and_the_sweep_default():
+    from w2sweep.config import ModelSpec, Resources
+    from w2sweep.grid import cell_gpus, uses_ray_train, worker_resources
+
+    default = Resources(cpu=2, gpu=0.5)
+    one = ModelSpec(model="tiny-bert")
+    four = ModelSpec(model="tiny-bert", num_workers=4, gpus_per_worker=1, cpus_per_worker=3)
+    assert worker_resources(one, default) == {"CPU": 2, "GPU": 0.5} and cell_gpus(one, default) == 0.5
+    assert worker_resources(four, default) == {"CPU": 3, "GPU": 1} and cell_gpus(four, default) == 4
+    assert not uses_ray_train(one) and uses_ray_train(four)
+
+
+def test_planning_a_sweep_loads_no_torch(write_config, tmp_path):
+    # The driver, `validate` and `status` plan without torch; a trial imports it at its first cell.
+    code = ("import sys; from w2sweep.cli import _plan; import w2sweep.sweep; _plan(sys.argv[1]); "
+            "print(sorted(m for m in ('torch', 'transformers', 'sklearn', 'deepspeed') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, str(write_config(tiny_config(str(tmp_path / "store"))))], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]", done.stdout

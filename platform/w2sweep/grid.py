@@ -257,3 +257,8 @@ def worker_resources(student: ModelSpec, default: Resources) -> dict[str, float]
     cpu = student.cpus_per_worker if student.cpus_per_worker is not None else default.cpu
     gpu = student.gpus_per_worker if student.gpus_per_worker is not None else default.gpu
     return {"CPU": cpu, "GPU": gpu}
+
+
+def cell_gpus(student: ModelSpec, default: Resources) -> float:
+    """GPUs a cell of `student` holds while it trains: every worker's (GPU-seconds are counted with it)."""
+    return worker_resources(student, default)["GPU"] * student.num_workers

@@ -21,7 +21,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from tqdm import tqdm
 
-from w2sweep.grid import Cell, Prerequisite, expand_cells, uses_ray_train, worker_resources
+from w2sweep.grid import Cell, Prerequisite, cell_gpus, expand_cells, uses_ray_train, worker_resources
 from w2sweep.config import Resources, SweepConfig
 from w2sweep.results import cell_key
 from w2sweep.storage import Storage, in_storage_env
@@ -155,11 +155,11 @@ class _Progress(tune.Callback):
     """One progress bar for the whole grid: done/total, failures in the postfix. It also feeds the
     sweep's Prometheus metrics (`w2sweep.telemetry`), from the driver only."""
 
-    def __init__(self, total: int, initial: int, *, cells: list[Cell], todo: list[Cell], num_gpus: float):
+    def __init__(self, total: int, initial: int, *, cells: list[Cell], todo: list[Cell], resources: Resources):
         self.bar = tqdm(total=total, initial=initial, desc="cells", unit="cell", dynamic_ncols=True)
         self.num_failed = 0
         self.cells = {c.cell_id: c for c in todo}
-        self.num_gpus = num_gpus
+        self.num_gpus = {c.cell_id: cell_gpus(c.student, resources) for c in todo}
         self.started: dict[str, float] = {}  # trial id -> time.monotonic() at its (last) start
         self.metrics = SweepMetrics()
         todo_ids = set(self.cells)
@@ -195,12 +195,13 @@ class _Progress(tune.Callback):
         cell = self._cell(trial)
         seconds = float((trial.last_result or {}).get("wall_seconds", seconds))
         self.metrics.finished(_tags(cell), seconds=seconds, label_cost=cell.label_cost,
-                              n_weak=cell.n_weak, n_oracle=cell.n_oracle, num_gpus=self.num_gpus)
+                              n_weak=cell.n_weak, n_oracle=cell.n_oracle, num_gpus=self.num_gpus[cell.cell_id])
         self.bar.update(1)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         seconds = self._stop(trial)
-        self.metrics.failed(_tags(self._cell(trial)), seconds=seconds, num_gpus=self.num_gpus)
+        cell = self._cell(trial)
+        self.metrics.failed(_tags(cell), seconds=seconds, num_gpus=self.num_gpus[cell.cell_id])
         self.num_failed += 1
         self.bar.set_postfix(failed=self.num_failed)
         self.bar.update(1)
@@ -337,7 +338,7 @@ def run_sweep(config: SweepConfig, *, cell_fn=None) -> SweepReport:
     # The progress bar below is the sweep's console output; Tune's own tables would interleave with it.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     progress = _Progress(total=len(cells), initial=report.num_skipped, cells=cells, todo=todo,
-                         num_gpus=config.resources.gpu)
+                         resources=config.resources)
     tuner = tune.Tuner(
         trainable,
         param_space={"cell_id": tune.grid_search([c.cell_id for c in _largest_first(todo, config.resources)])},
