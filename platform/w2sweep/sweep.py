@@ -297,12 +297,12 @@ class _PrerequisiteTasks:
             self._bar.update(1)
             if not left[group]:
                 remove_placement_group(self._groups[group])
+        self._bar.close()  # now, so its time is the prerequisites', not the whole run's
 
     def close(self) -> None:
         """After the cells: every task has ended (each key had a cell waiting for it)."""
         if self._thread is not None:
             self._thread.join()
-            self._bar.close()
 
 
 def _task_resources(need: Prerequisite, default: Resources) -> dict[str, float]:
