@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from w2sweep.storage import AlreadyExists, Storage
+from w2sweep.storage import Storage
 
 FEATURES_VERSION = 1
 POOLS = ("weak_label", "oracle", "val", "test")  # every pool a student reads
@@ -193,10 +193,6 @@ def _from_parquet(data: bytes) -> StoredFeatures:
     return StoredFeatures({p: values[pools == p] for p in POOLS})
 
 
-def features_stored(storage: Storage, sweep: str, key: str) -> bool:
-    return storage.exists(object_key(sweep, key))
-
-
 def load_features(storage: Storage, sweep: str, key: str) -> StoredFeatures:
     return _from_parquet(storage.read_bytes(object_key(sweep, key)))
 
@@ -205,9 +201,6 @@ def ensure_features(storage: Storage, sweep: str, dataset, student, seed: int, m
     """Compute and store the features of (dataset, student body, seed) unless already stored; returns
     the key. Safe to call concurrently: the first writer wins."""
     key = features_key(dataset, student, seed, max_length=max_length)
-    if not features_stored(storage, sweep, key):
-        try:
-            storage.write_once(object_key(sweep, key), _to_parquet(compute_features(dataset, student, seed, max_length)))
-        except AlreadyExists:
-            pass
+    storage.compute_once(object_key(sweep, key),
+                         lambda: _to_parquet(compute_features(dataset, student, seed, max_length)))
     return key

@@ -87,7 +87,7 @@ class Cell:
     def weak_key(self) -> str:
         return weak_labels_key(self.dataset, self.weak_supervisor, self.seed)
 
-    @property
+    @functools.cached_property  # derived from fields; read on every look-up of `prerequisites`
     def features_key(self) -> str | None:
         """The key of the student's stored frozen-body features, for a head-only student whose method
         trains on the pools' own texts (`w2sweep.features`); None otherwise."""
@@ -96,7 +96,7 @@ class Cell:
             return None
         return features_key(self.dataset, self.student, self.seed, max_length=self.max_length)
 
-    @property
+    @functools.cached_property
     def max_length(self) -> int:
         return resolve_settings(self.student).max_length
 

@@ -23,6 +23,7 @@ import os
 import posixpath
 import threading
 import uuid
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
@@ -125,6 +126,16 @@ class Storage:
     def write_once(self, key: str, data: bytes) -> None:
         """Create `key` holding `data`, or raise `AlreadyExists`; never a partial object."""
         raise NotImplementedError
+
+    def compute_once(self, key: str, make: Callable[[], bytes]) -> None:
+        """Store `make()` under `key` unless an object is there already: what is computed once per key
+        (weak labels, features). Safe to call concurrently: the first writer wins."""
+        if self.exists(key):
+            return
+        try:
+            self.write_once(key, make())
+        except AlreadyExists:
+            pass
 
     def delete(self, key: str) -> None:
         """Remove `key`; no error if it is not there."""

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from w2sweep.storage import AlreadyExists, Storage
+from w2sweep.storage import Storage
 
 WEAK_LABELS_VERSION = 1
 _POOLS = ("weak_label", "val", "test")
@@ -71,11 +71,6 @@ def _from_parquet(data: bytes) -> WeakLabels:
     return WeakLabels(**arrays, test_accuracy=float(table.schema.metadata[b"test_accuracy"]))
 
 
-def weak_labels_stored(storage: Storage, sweep: str, key: str) -> bool:
-    """Whether the weak labels of `key` are in storage already (nothing left to compute)."""
-    return storage.exists(object_key(sweep, key))
-
-
 def load_weak_labels(storage: Storage, sweep: str, key: str) -> WeakLabels:
     return _from_parquet(storage.read_bytes(object_key(sweep, key)))
 
@@ -119,13 +114,11 @@ def ensure_weak_labels(storage: Storage, sweep: str, dataset, weak_supervisor, s
     train the supervisor, or with `weak_supervisor` None read the dataset's weak-label column.
     Returns the cache key. Safe to call concurrently: the first writer wins."""
     key = weak_labels_key(dataset, weak_supervisor, seed)
-    if not weak_labels_stored(storage, sweep, key):
+
+    def make() -> bytes:
         if weak_supervisor is None:
-            labels = column_weak_labels(dataset, seed)
-        else:
-            labels = train_weak_supervisor(dataset, weak_supervisor, seed)
-        try:
-            storage.write_once(object_key(sweep, key), _to_parquet(labels))
-        except AlreadyExists:
-            pass
+            return _to_parquet(column_weak_labels(dataset, seed))
+        return _to_parquet(train_weak_supervisor(dataset, weak_supervisor, seed))
+
+    storage.compute_once(object_key(sweep, key), make)
     return key
