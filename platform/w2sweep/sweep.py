@@ -1,7 +1,8 @@
-"""Run a sweep on Ray: what cells read that is computed once per key (weak labels, head-only
-students' features: `Cell.prerequisites`) as Ray tasks, and every unfinished cell as a Ray Tune trial
-of the plain `run_cell` function that starts training once its own prerequisites exist. The only
-module of the run path that imports Ray.
+"""Run a sweep on Ray: every unfinished cell as a Ray Tune trial of the plain `run_cell` function,
+which starts training once its own prerequisites exist (what cells read that is computed once per
+key: weak labels, head-only students' features, `Cell.prerequisites`; computed by the trials that
+need them, or as Ray tasks for Ray Train cells: `_Prerequisites`). With `w2sweep.claims` and
+`w2sweep.distributed`, the only modules of the run path that import Ray.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from tqdm import tqdm
 
+from w2sweep.claims import Claims, ask, claimed
 from w2sweep.grid import Cell, Prerequisite, cell_gpus, expand_cells, uses_ray_train, worker_resources
 from w2sweep.config import Resources, SweepConfig
 from w2sweep.results import cell_key
@@ -68,22 +71,21 @@ def running_key(sweep: str, cell_id: str) -> str:
 
 
 def _cell_trainable(config: dict, *, cells: dict[str, str], storage_uri: str, env: dict[str, str],
-                    resources: dict, max_failures: int, cell_fn=None, tasks: dict | None = None) -> None:
+                    resources: dict, max_failures: int, cell_fn=None, tasks: dict | None = None,
+                    claims=None) -> None:
     """One cell: `run_cell` right here, or, for a student on several workers, a Ray Train run whose
-    workers each call it (`w2sweep.distributed`); this trial then only drives and waits. First it
-    waits for the tasks computing its prerequisites, where they were not stored when the run began."""
-    # Imported here, once per trial process: torch, transformers and DeepSpeed stay out of the driver.
-    from w2sweep.cells import run_cell, warm_up
-    from w2sweep.distributed import run_cell_on_workers
-
+    workers each call it (`w2sweep.distributed`); this trial then only drives and waits. First its
+    prerequisites that were not stored when the run began (`_Prerequisites`)."""
     os.environ.update(env)
     cell = Cell.from_json(cells[config["cell_id"]])
-    waiting = [tasks[need.key] for need in cell.prerequisites if need.key in (tasks or {})]
-    if (waiting and ray.wait(waiting, num_returns=len(waiting), timeout=0)[1] and cell_fn is None
-            and not uses_ray_train(cell.student)):  # a Ray Train cell's trial holds no CPU or GPU of its own
-        warm_up(cell)  # instead of idling while the prerequisites compute
-    ray.get(waiting)  # a failed prerequisite task fails this cell with its error
     storage = Storage.from_uri(storage_uri)
+    # A Ray Train cell's trial holds no CPU or GPU of its own to warm up on.
+    _ensure_prerequisites(cell, storage, tasks or {}, claims,
+                          warm=cell_fn is None and not uses_ray_train(cell.student))
+    # Imported here, once per trial process: torch, transformers and DeepSpeed stay out of the driver.
+    from w2sweep.cells import run_cell
+    from w2sweep.distributed import run_cell_on_workers
+
     heartbeat = running_key(cell.sweep, cell.cell_id)
     storage.write_bytes(heartbeat, json.dumps(
         {"cell_id": cell.cell_id, "started": time.time(), "host": socket.gethostname()}).encode())
@@ -230,13 +232,39 @@ def _init_ray() -> None:
     other local cluster by accident: ``address=None`` would attach to any head running on this machine."""
     if ray.is_initialized():
         return
-    ray.init(
-        address=os.environ.get("RAY_ADDRESS") or "local",
-        runtime_env=_runtime_env(),
-        logging_level=logging.WARNING,
-        log_to_driver=False,  # cell logs stay in Ray's log files; the driver shows the progress bar
-        include_dashboard=False,
-    )
+    options = dict(logging_level=logging.WARNING,
+                   log_to_driver=False,  # cell logs stay in Ray's log files; the driver shows the progress bar
+                   include_dashboard=False)
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=_runtime_env(), **options)
+        return
+    # A local cluster's processes start from this process's environment and run this interpreter on
+    # this machine's files, so what the workers need travels in that environment instead of a runtime
+    # env: the workers Ray starts with the cluster (one per CPU) then take the first trials, where a
+    # runtime env would have them wait for new processes (~0.5 s each) and for w2sweep to be packed.
+    with _environment(_local_worker_env()):
+        ray.init(address="local", **options)
+
+
+def _local_worker_env() -> dict[str, str]:
+    """`_WORKER_ENV`, and this w2sweep first on the import path, whatever put it on the driver's."""
+    path = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+    return {**_WORKER_ENV, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
+
+
+@contextmanager
+def _environment(variables: dict[str, str]):
+    """Set `variables` in this process's environment while the block runs."""
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def prerequisites_to_compute(storage: Storage, cells: list[Cell]) -> list[Prerequisite]:
@@ -246,35 +274,43 @@ def prerequisites_to_compute(storage: Storage, cells: list[Cell]) -> list[Prereq
     return [need for key, need in by_key.items() if not storage.exists(key)]
 
 
-class _PrerequisiteTasks:
-    """The run's prerequisite tasks (one per key not yet stored), pipelined with its cells.
+class _Prerequisites:
+    """How a run gets the prerequisites of its cells that are not stored yet (one per key).
 
-    Before Tune starts, placement groups are reserved for them, as many as the cluster can run at once
-    and at most one per key, each big enough for any of them; each runs its share of the keys in turn
-    and is released when its last task ends. A cell's trial waits only for its own keys (`refs`, passed
-    to `_cell_trainable`), so the cells of a finished key start while other keys still compute, and
-    trial processes start up while weak supervisors train instead of after them (bench/overhead.py).
-    Waiting trials can never hold what a task needs: that was reserved before the first trial started.
-    A key whose task fails for good fails the cells that read it, with its error, and not the whole run."""
+    Most are computed by the trial of a cell that reads them, in its own process and on the resources
+    it holds for that cell: it claims the key (`w2sweep.claims`), computes it, lets go; the trials of
+    other cells reading it wait for the claim, warming up meanwhile. Every trial slot starts at once,
+    and no process starts (and imports torch) only to compute a key (bench/overhead.py). A claim is
+    always held by a running trial that computes it, so the waiting cannot deadlock.
+
+    The trial of a Ray Train cell holds no CPU or GPU of its own, so the keys such cells read are Ray
+    tasks instead (`refs`): before Tune starts, placement groups are reserved for them, as many as the
+    cluster can run at once and at most one per key, each big enough for any of them; each runs its
+    share of the keys in turn and is released when its last task ends. Trials waiting for them can
+    never hold what a task needs: that was reserved before the first trial started. A key whose task
+    fails for good fails the cells that read it, with its error, and not the whole run."""
 
     def __init__(self, config: SweepConfig, storage: Storage, cells: list[Cell]):
+        by_task = {need.key for cell in cells if uses_ray_train(cell.student) for need in cell.prerequisites}
         needed = prerequisites_to_compute(storage, cells)
+        tasks = [need for need in needed if need.key in by_task]
+        self.claims = Claims.remote() if len(tasks) < len(needed) else None
         self.refs: dict[str, ray.ObjectRef] = {}
         self._groups = []
         self._thread = None
-        if not needed:
+        if not tasks:
             return
-        need_of = {id(need): _task_resources(need, config.resources) for need in needed}
+        need_of = {id(need): _task_resources(need, config.resources) for need in tasks}
         bundle = {name: max(r[name] for r in need_of.values()) for name in ("CPU", "GPU")}
         bundle = {name: amount for name, amount in bundle.items() if amount}
         total = ray.cluster_resources()
         fits = min(int(total.get(name, 0) // amount) for name, amount in bundle.items())
-        self._groups = [placement_group([bundle]) for _ in range(max(1, min(len(needed), fits)))]
+        self._groups = [placement_group([bundle]) for _ in range(max(1, min(len(tasks), fits)))]
         ray.get([group.ready() for group in self._groups])
         task = ray.remote(max_retries=config.max_failures, retry_exceptions=True)(in_storage_env)
         env = ray.put(storage_env())
         shares: dict[int, list[ray.ObjectRef]] = {}
-        for i, need in enumerate(needed):
+        for i, need in enumerate(tasks):
             group = i % len(self._groups)
             ref = task.options(
                 num_cpus=need_of[id(need)]["CPU"], num_gpus=need_of[id(need)]["GPU"],
@@ -282,8 +318,8 @@ class _PrerequisiteTasks:
             ).remote(env, need.ensure, storage)
             self.refs[need.key] = ref
             shares.setdefault(group, []).append(ref)
-        kinds = sorted({need.kind for need in needed})
-        self._bar = tqdm(total=len(needed), desc=" and ".join(kinds), unit="key", dynamic_ncols=True)
+        kinds = sorted({need.kind for need in tasks})
+        self._bar = tqdm(total=len(tasks), desc=" and ".join(kinds), unit="key", dynamic_ncols=True)
         self._thread = threading.Thread(target=self._release_as_done, args=(shares,), daemon=True)
         self._thread.start()
 
@@ -303,6 +339,34 @@ class _PrerequisiteTasks:
         """After the cells: every task has ended (each key had a cell waiting for it)."""
         if self._thread is not None:
             self._thread.join()
+        if self.claims is not None:
+            ray.kill(self.claims)
+
+
+def _ensure_prerequisites(cell: Cell, storage: Storage, tasks: dict, claims, *, warm: bool) -> None:
+    """Before a cell's training: compute the prerequisites it can claim, then wait for the others
+    (their tasks, or the trials holding their claims), warming up first (`warm_up`) if it would wait
+    and `warm`."""
+    refs = [tasks[need.key] for need in cell.prerequisites if need.key in tasks]
+    missing = [] if claims is None else [
+        need for need in cell.prerequisites if need.key not in tasks and not storage.exists(need.key)]
+    asked = ask(claims, [need.key for need in missing]) if missing else {}
+    # Imported after asking, so that the answers arrive while this process imports torch.
+    from w2sweep.cells import warm_up
+
+    held = [need for need in missing if ray.get(asked[need.key])]
+    try:
+        for need in held:
+            need.ensure(storage)
+    finally:
+        ray.get([claims.release.remote(need.key) for need in held])
+    held_by_others = [need for need in missing if need not in held]
+    if warm and (held_by_others or ray.wait(refs, num_returns=len(refs), timeout=0)[1]):
+        warm_up(cell)  # instead of idling while the prerequisites compute
+    ray.get(refs)  # a failed prerequisite task fails this cell with its error
+    for need in held_by_others:
+        with claimed(claims, need.key):  # let go by a holder that stored it, failed or died
+            need.ensure(storage)  # nothing to do unless the holder failed or died
 
 
 def _task_resources(need: Prerequisite, default: Resources) -> dict[str, float]:
@@ -327,12 +391,12 @@ def run_sweep(config: SweepConfig, *, cell_fn=None) -> SweepReport:
         return report
     _init_ray()
     _keep_credentials_out_of_runtime_envs()
-    prerequisites = _PrerequisiteTasks(config, storage, todo)
+    prerequisites = _Prerequisites(config, storage, todo)
     cell_json = {c.cell_id: c.to_json() for c in todo}
     trainable = tune.with_resources(
         tune.with_parameters(_cell_trainable, cells=cell_json, storage_uri=config.storage, env=storage_env(),
                              resources=config.resources.model_dump(), max_failures=config.max_failures,
-                             cell_fn=cell_fn, tasks=prerequisites.refs),
+                             cell_fn=cell_fn, tasks=prerequisites.refs, claims=prerequisites.claims),
         _trial_resources(cell_json, config.resources),
     )
     # The progress bar below is the sweep's console output; Tune's own tables would interleave with it.

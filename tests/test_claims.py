@@ -1,0 +1,137 @@
+"""Per-key claims (`w2sweep.claims`) on a real local Ray cluster: one holder at a time, and a claim
+never outlives its holder's call, whether the holder lets go, raises or is killed; and in a real
+sweep whose trials all start at once, every prerequisite is still computed exactly once."""
+
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_config
+
+pytestmark = pytest.mark.ray
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@ray.remote(num_cpus=0)
+class Trial:
+    """Stands in for a Tune trial's actor: one call at a time, claims made inside a call."""
+
+    def claim(self, claims, key):
+        from w2sweep.claims import ask
+
+        return ray.get(ask(claims, [key])[key])
+
+    def claim_then(self, claims, key, what, flag):
+        """Claim `key`, say so in the file `flag`, then let go ("release": after 1 s, returning when,
+        and staying in this call 3 s more), raise, or hang."""
+        from w2sweep.claims import ask
+
+        assert ray.get(ask(claims, [key])[key])
+        Path(flag).touch()
+        if what == "release":
+            time.sleep(1.0)
+            released = time.monotonic()
+            ray.get(claims.release.remote(key))
+            time.sleep(3.0)
+            return released
+        if what == "raise":
+            raise RuntimeError("the computation failed")
+        time.sleep(600)
+
+    def wait_for(self, claims, key):
+        from w2sweep.claims import claimed
+
+        with claimed(claims, key):
+            return time.monotonic()
+
+
+def _start_holding(holder, claims, key, what, flag: Path):
+    call = holder.claim_then.remote(claims, key, what, str(flag))
+    deadline = time.monotonic() + 30
+    while not flag.exists():
+        assert time.monotonic() < deadline, "the holder never claimed"
+        time.sleep(0.05)
+    return call
+
+
+def test_one_holder_at_a_time_and_release_lets_the_next_in(local_ray, tmp_path):
+    from w2sweep.claims import Claims
+
+    claims = Claims.remote()
+    holder, other, waiter = Trial.remote(), Trial.remote(), Trial.remote()
+    call = _start_holding(holder, claims, "weak/1", "release", tmp_path / "claimed")
+    assert not ray.get(other.claim.remote(claims, "weak/1"))  # held
+    assert ray.get(other.claim.remote(claims, "features/1"))  # another key is free
+    got = ray.get(waiter.wait_for.remote(claims, "weak/1"), timeout=30)
+    released = ray.get(call)
+    # In as soon as the holder let go, not only when its call ended 3 s later.
+    assert released <= got < released + 2.5
+
+
+@pytest.mark.parametrize("what", ["raise", "hang"])
+def test_a_claim_ends_with_its_holders_call_when_it_raises_or_is_killed(local_ray, tmp_path, what):
+    """Neither holder lets go itself: without the claim ending with its call, the waiter would wait
+    until the timeout."""
+    from w2sweep.claims import Claims
+
+    claims = Claims.remote()
+    holder, waiter = Trial.remote(), Trial.remote()
+    call = _start_holding(holder, claims, "weak/1", what, tmp_path / "claimed")
+    if what == "raise":
+        with pytest.raises(ray.exceptions.RayTaskError, match="the computation failed"):
+            ray.get(call)
+    else:
+        assert not ray.get(waiter.claim.remote(claims, "weak/1"))  # held while its holder runs
+        ray.kill(holder)
+    assert ray.get(waiter.wait_for.remote(claims, "weak/1"), timeout=30)
+
+
+def test_trials_starting_together_compute_each_prerequisite_once(tmp_path, local_ray, capsys):
+    """Six cells on two slots, all reading one weak-label key, and three of them a head-only
+    student's features: both trials start at once and both need the weak labels first."""
+    from w2sweep.config import parse_config
+    from w2sweep.sweep import _runtime_env, run_sweep
+
+    calls = tmp_path / "calls.txt"
+
+    def count_computations():  # runs in every worker process Ray starts
+        import w2sweep.features
+        import w2sweep.weak
+
+        def counted(module, name):
+            compute = getattr(module, name)
+
+            def wrapper(*args, **kwargs):
+                with open(calls, "a") as f:
+                    f.write(f"{name}\n")
+                return compute(*args, **kwargs)
+
+            setattr(module, name, wrapper)
+
+        counted(w2sweep.weak, "train_weak_supervisor")
+        counted(w2sweep.features, "compute_features")
+
+    ray.shutdown()  # a cluster whose workers count, with the runtime env a joined cluster gets
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+             runtime_env={**_runtime_env(), "worker_process_setup_hook": count_computations})
+    config = parse_config(tiny_config(
+        str(tmp_path / "store"), budgets=[16], spending_fractions=[0, 0.5, 1],
+        students=[dict(model="tiny-bert", name="full", epochs=1, max_length=32),
+                  dict(model="tiny-bert", name="probe", mode="head", epochs=1, max_length=32)]))
+    with capsys.disabled():  # Tune pickles the progress bar with the stream it writes to
+        report = run_sweep(config)
+        rerun = run_sweep(config)  # nothing left: no trial, no computation
+    assert (report.num_done, report.failed) == (6, {})
+    assert sorted(Path(calls).read_text().split()) == ["compute_features", "train_weak_supervisor"]
+
+    assert rerun.num_skipped == 6
+    assert sorted(Path(calls).read_text().split()) == ["compute_features", "train_weak_supervisor"]
