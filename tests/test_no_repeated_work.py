@@ -3,8 +3,8 @@ sweep's cells and its re-runs.
 
 The weak supervisor's training is counted by wrapping `w2sweep.weak.train_weak_supervisor`, and the
 features' computation by wrapping `w2sweep.features.compute_features`; the cells and the re-run go
-through the same plain functions a Tune trial and a prerequisite Ray task call (`Prerequisite.ensure`,
-then `run_cell`), so no Ray is needed.
+through the same plain functions a Tune trial calls (`Prerequisite.ensure`, then `run_cell`), so no
+Ray is needed. tests/test_claims.py counts them in a real Ray sweep whose trials start together.
 """
 
 import numpy as np
