@@ -8,7 +8,7 @@ import asyncio
 from contextlib import contextmanager
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import RayError
 
 
 @ray.remote(num_cpus=0)
@@ -46,11 +46,13 @@ class Claims:
     async def _let_go_when_done(self, key: str, released: asyncio.Event, holder: ray.actor.ActorHandle) -> None:
         # A Tune trial's actor runs one call at a time, and the trial's function runs inside the call
         # that started it: a call queued on the holder runs once that trial has ended, and fails if
-        # the actor dies first. Either way a claim it still holds is stale: a holder that stored the
-        # key let go of it already, so this holder failed or died, and the next waiter computes it.
+        # the actor dies first (or cannot be reached). Either way a claim it still holds is stale: a
+        # holder that stored the key let go of it already, so this holder failed or died, and the
+        # next waiter computes it (at worst twice, if the holder was only unreachable: the first
+        # stored copy wins).
         try:
             await holder.__ray_ready__.remote()
-        except RayActorError:
+        except RayError:
             pass
         if self._held.get(key) is released:
             self.release(key)
