@@ -146,6 +146,9 @@ class Prometheus:
         config["global"]["scrape_interval"] = "1s"
         (job,) = config["scrape_configs"]
         job["file_sd_configs"][0]["files"] = [str(Path(head.temp_dir) / "prom_metrics_service_discovery.json")]
+        # The file is re-read on this timer only (see dashboards/prometheus.yml): a Prometheus that read
+        # it before the head had listed its own node would otherwise never scrape that node.
+        job["file_sd_configs"][0]["refresh_interval"] = "1s"
         (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.url = f"http://127.0.0.1:{free_port()}"
         self.log = open(self.dir / "prometheus.log", "w")

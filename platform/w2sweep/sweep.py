@@ -184,6 +184,9 @@ class _Progress(tune.Callback):
         self.metrics.stopped(_tags(self._cell(trial)))
         return time.monotonic() - start
 
+    def on_step_end(self, iteration, trials, **info):
+        self.metrics.refresh()  # gauges fade from Prometheus unless set again (telemetry)
+
     def on_trial_start(self, iteration, trials, trial, **info):
         if trial.trial_id not in self.started:
             self.metrics.started(_tags(self._cell(trial)))

@@ -13,6 +13,7 @@ Only `w2sweep.sweep` imports this module; the science core never does.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from ray.util import metrics
@@ -87,13 +88,14 @@ class SweepMetrics:
             tag_keys=TAG_KEYS)
         self._running: dict[CellTags, int] = {}
         self._grid: dict[CellTags, tuple[int, int]] = {}  # tags -> (cells, skipped)
+        self._refreshed = 0.0  # time.monotonic() of the last refresh
 
     def grid(self, tags: CellTags, *, num_cells: int, num_skipped: int) -> None:
         """Called once per (dataset, student, method) group when the run starts."""
         self._grid[tags] = (num_cells, num_skipped)
-        self._set_grid(tags)
         self._running.setdefault(tags, 0)
-        self.cells_running.set(0, tags=tags.as_dict())
+        self._refreshed = 0.0  # set every group's gauges now
+        self.refresh()
         # A counter appears in Prometheus at its first event. Starting each at 0 makes "0 failed" a
         # value rather than no data, and gives rate() its first sample.
         for counter in (self.cells_done, self.cells_failed, self.label_cost, self.gpu_seconds):
@@ -129,15 +131,21 @@ class SweepMetrics:
         if num_gpus > 0 and seconds > 0:
             self.gpu_seconds.inc(num_gpus * seconds, tags=t)
 
-    def _set_grid(self, tags: CellTags) -> None:
-        num_cells, num_skipped = self._grid[tags]
-        self.grid_cells.set(num_cells, tags=tags.as_dict())
-        self.cells_skipped.set(num_skipped, tags=tags.as_dict())
+    def refresh(self) -> None:
+        """Set every gauge of every group again. Ray exports a gauge's value once and its metrics
+        agent forgets it two report intervals later, so a gauge set only when it changes vanishes
+        from Prometheus during long cells, and groups set at different moments never appear in one
+        scrape together (a sum over them undercounts). The driver calls this at least once a second."""
+        now = time.monotonic()
+        if now - self._refreshed < 1.0:
+            return
+        self._refreshed = now
+        for tags, (num_cells, num_skipped) in self._grid.items():
+            t = tags.as_dict()
+            self.grid_cells.set(num_cells, tags=t)
+            self.cells_skipped.set(num_skipped, tags=t)
+            self.cells_running.set(self._running.get(tags, 0), tags=t)
 
     def _set_running(self, tags: CellTags, delta: int) -> None:
         self._running[tags] = max(0, self._running.get(tags, 0) + delta)
         self.cells_running.set(self._running[tags], tags=tags.as_dict())
-        # A gauge set once, right after ray.init, can be set before the metrics agent takes exports
-        # and then never reach Prometheus (seen in CI); setting it again with each cell event fixes that.
-        if tags in self._grid:
-            self._set_grid(tags)
