@@ -19,6 +19,7 @@ from pathlib import Path
 
 import ray
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from tqdm import tqdm
@@ -404,6 +405,10 @@ def run_sweep(config: SweepConfig, *, cell_fn=None) -> SweepReport:
     )
     # The progress bar below is the sweep's console output; Tune's own tables would interleave with it.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Of Tune's per-trial loggers only the JSON one, which the result grid below reads: a trial reports
+    # once, and the TensorBoard logger imports torch into the driver, delaying the first trial by
+    # ~1.3 s (bench/overhead.py).
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     progress = _Progress(total=len(cells), initial=report.num_skipped, cells=cells, todo=todo,
                          resources=config.resources)
     tuner = tune.Tuner(
@@ -417,7 +422,7 @@ def run_sweep(config: SweepConfig, *, cell_fn=None) -> SweepReport:
             name="tune", storage_path=storage.path(config.name),
             storage_filesystem=None if storage.is_local else storage.filesystem,
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
-            callbacks=[progress], verbose=0,
+            callbacks=[progress, JsonLoggerCallback()], verbose=0,
         ),
     )
     grid = tuner.fit()
