@@ -1,7 +1,10 @@
 """Bad input: one line per problem naming the field, the value and what is allowed; exit code 2."""
 
+import os
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -98,3 +101,25 @@ def test_planning_a_sweep_loads_no_torch(write_config, tmp_path):
     done = subprocess.run([sys.executable, "-c", code, str(write_config(tiny_config(str(tmp_path / "store"))))], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+@pytest.mark.parametrize("address, says", [
+    ("127.0.0.1:{port}", "cluster error: RAY_ADDRESS=127.0.0.1:{port}: no Ray cluster answers there (Connection refused); "
+                         "start one with `ray start --head`, or unset RAY_ADDRESS to start a local cluster"),
+    ("head-without-port", "cluster error: RAY_ADDRESS='head-without-port': expected HOST:PORT of a Ray head "
+                          "(e.g. 10.0.0.5:6379), 'auto', or unset to start a local cluster"),
+])
+def test_run_against_no_cluster_is_one_line_and_exit_2_before_anything_is_written(write_config, tmp_path, address, says):
+    # ray.init would retry a HOST:PORT where no head listens for minutes (measured: over 5).
+    with socket.socket() as s:  # a port nothing listens on: bound, never listened on, then closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = tmp_path / "store"
+    path = write_config(tiny_config(str(store)))
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "w2sweep.cli", "run", str(path)], capture_output=True, text=True,
+                          env=dict(os.environ, RAY_ADDRESS=address.format(port=port)), timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip() == says.format(port=port) and done.stdout == ""
+    assert time.monotonic() - started < 60
+    assert not list(store.rglob("*.*"))  # no snapshot, no result: nothing ran

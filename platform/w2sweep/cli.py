@@ -73,11 +73,12 @@ def cmd_run(args) -> int:
     config, _ = _plan(args.config)
     from w2sweep.frontier import write_frontier
     from w2sweep.storage import Storage, StorageError
-    from w2sweep.sweep import run_sweep, shutdown_in_background
+    from w2sweep.sweep import ClusterError, check_cluster_address, run_sweep, shutdown_in_background
 
-    try:  # wrong credentials, an unreachable endpoint, a missing bucket: one line, before any compute
+    try:  # wrong credentials, an unreachable endpoint, a missing bucket, no cluster: one line, before any compute
         Storage.from_uri(config.storage).check()
-    except StorageError as e:
+        check_cluster_address()
+    except (StorageError, ClusterError) as e:
         raise BadInput([str(e)]) from None
 
     report = run_sweep(config)

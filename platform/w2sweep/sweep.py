@@ -231,6 +231,28 @@ def _runtime_env() -> dict:
     return env
 
 
+class ClusterError(Exception):
+    """RAY_ADDRESS names no Ray cluster that answers."""
+
+
+def check_cluster_address() -> None:
+    """Fail at once when RAY_ADDRESS is HOST:PORT and nothing listens there: `ray.init` would retry
+    for minutes (a typo, a stopped head). Ray client (``ray://``) and ``auto`` addresses are left to
+    Ray, which fails fast on them itself."""
+    address = os.environ.get("RAY_ADDRESS", "")
+    if not address or "://" in address or address in ("auto", "local"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"cluster error: RAY_ADDRESS={address!r}: expected HOST:PORT of a Ray head (e.g. 10.0.0.5:6379), "
+                           "'auto', or unset to start a local cluster")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as e:
+        raise ClusterError(f"cluster error: RAY_ADDRESS={address}: no Ray cluster answers there ({e.strerror or e}); start "
+                           "one with `ray start --head`, or unset RAY_ADDRESS to start a local cluster") from None
+
+
 def _init_ray() -> None:
     """Join the cluster named by RAY_ADDRESS, or start a local one for this process. Never join some
     other local cluster by accident: ``address=None`` would attach to any head running on this machine."""
