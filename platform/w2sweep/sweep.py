@@ -266,8 +266,9 @@ def _init_ray() -> None:
         return
     # A local cluster's processes start from this process's environment and run this interpreter on
     # this machine's files, so what the workers need travels in that environment instead of a runtime
-    # env: the workers Ray starts with the cluster (one per CPU) then take the first trials, where a
-    # runtime env would have them wait for new processes (~0.5 s each) and for w2sweep to be packed.
+    # env: nothing is packed at `ray.init`, and the claims actor starts in one of the workers Ray
+    # prestarts with the cluster instead of a new process. (Trials start in new processes either way:
+    # Tune gives every trial actor a runtime env of its own, `env_vars`.)
     with _environment(_local_worker_env()):
         ray.init(address="local", **options)
 
