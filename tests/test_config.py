@@ -108,9 +108,14 @@ def test_planning_a_sweep_loads_no_torch(write_config, tmp_path):
                          "start one with `ray start --head`, or unset RAY_ADDRESS to start a local cluster"),
     ("head-without-port", "cluster error: RAY_ADDRESS='head-without-port': expected HOST:PORT of a Ray head "
                           "(e.g. 10.0.0.5:6379), 'auto', or unset to start a local cluster"),
+    ("auto", "cluster error: RAY_ADDRESS=auto: Could not find any running Ray instance. Please specify the one "
+             "to connect to by setting `--address` flag or `RAY_ADDRESS` environment variable."),
 ])
 def test_run_against_no_cluster_is_one_line_and_exit_2_before_anything_is_written(write_config, tmp_path, address, says):
-    # ray.init would retry a HOST:PORT where no head listens for minutes (measured: over 5).
+    # ray.init would retry a HOST:PORT where no head listens for minutes (measured: over 5), and `auto`
+    # without a cluster raised a traceback after the config snapshot was written.
+    if address == "auto" and subprocess.run(["pgrep", "-f", "gcs_server"], capture_output=True).returncode == 0:
+        pytest.skip("`auto` joins any Ray cluster running on this machine, and one is running")
     with socket.socket() as s:  # a port nothing listens on: bound, never listened on, then closed
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -81,7 +81,10 @@ def cmd_run(args) -> int:
     except (StorageError, ClusterError) as e:
         raise BadInput([str(e)]) from None
 
-    report = run_sweep(config)
+    try:
+        report = run_sweep(config)
+    except ClusterError as e:  # raised before anything is written or trained
+        raise BadInput([str(e)]) from None
     closing = shutdown_in_background()  # Ray is not needed for the frontier
     print(f"{config.name}: {report.num_done} cells finished, {report.num_skipped} already done, "
           f"{len(report.failed)} failed (of {report.num_cells})")

@@ -238,7 +238,7 @@ class ClusterError(Exception):
 def check_cluster_address() -> None:
     """Fail at once when RAY_ADDRESS is HOST:PORT and nothing listens there: `ray.init` would retry
     for minutes (a typo, a stopped head). Ray client (``ray://``) and ``auto`` addresses are left to
-    Ray, which fails fast on them itself."""
+    `ray.init`, whose ConnectionError `_init_ray` turns into a ClusterError."""
     address = os.environ.get("RAY_ADDRESS", "")
     if not address or "://" in address or address in ("auto", "local"):
         return
@@ -262,7 +262,11 @@ def _init_ray() -> None:
                    log_to_driver=False,  # cell logs stay in Ray's log files; the driver shows the progress bar
                    include_dashboard=False)
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=_runtime_env(), **options)
+        address = os.environ["RAY_ADDRESS"]
+        try:
+            ray.init(address=address, runtime_env=_runtime_env(), **options)
+        except ConnectionError as e:  # `auto` with no cluster on this machine, a Ray client server that does not answer
+            raise ClusterError(f"cluster error: RAY_ADDRESS={address}: {str(e).splitlines()[0]}") from None
         return
     # A local cluster's processes start from this process's environment and run this interpreter on
     # this machine's files, so what the workers need travels in that environment instead of a runtime
@@ -410,13 +414,14 @@ def run_sweep(config: SweepConfig, *, cell_fn=None) -> SweepReport:
     `cell_fn(cell, storage) -> CellResult`, for benchmarks only, replaces each cell's training (Ray
     Train cells included) inside its trial, with the same trial resources and concurrency."""
     storage = Storage.from_uri(config.storage)
-    storage.write_bytes(f"{config.name}/sweep.yaml", config_snapshot(config))
     cells = expand_cells(config)
     todo = [c for c in cells if not storage.exists(cell_key(config.name, c.cell_id))]
+    if todo:
+        _init_ray()  # first: a run that cannot reach its cluster (ClusterError) writes nothing
+    storage.write_bytes(f"{config.name}/sweep.yaml", config_snapshot(config))
     report = SweepReport(num_cells=len(cells), num_skipped=len(cells) - len(todo), num_done=0)
     if not todo:
         return report
-    _init_ray()
     _keep_credentials_out_of_runtime_envs()
     prerequisites = _Prerequisites(config, storage, todo)
     cell_json = {c.cell_id: c.to_json() for c in todo}
