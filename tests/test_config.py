@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -103,6 +104,17 @@ def test_planning_a_sweep_loads_no_torch(write_config, tmp_path):
     assert done.stdout.strip() == "[]", done.stdout
 
 
+def _a_ray_cluster_runs_here() -> bool:
+    """Whether a Ray GCS process runs on this machine (what `ray.init(address="auto")` looks for)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"gcs_server" in cmdline.read_bytes():
+                return True
+        except OSError:  # the process ended meanwhile
+            pass
+    return False
+
+
 @pytest.mark.parametrize("address, says", [
     ("127.0.0.1:{port}", "cluster error: RAY_ADDRESS=127.0.0.1:{port}: no Ray cluster answers there (Connection refused); "
                          "start one with `ray start --head`, or unset RAY_ADDRESS to start a local cluster"),
@@ -114,7 +126,7 @@ def test_planning_a_sweep_loads_no_torch(write_config, tmp_path):
 def test_run_against_no_cluster_is_one_line_and_exit_2_before_anything_is_written(write_config, tmp_path, address, says):
     # ray.init would retry a HOST:PORT where no head listens for minutes (measured: over 5), and `auto`
     # without a cluster raised a traceback after the config snapshot was written.
-    if address == "auto" and subprocess.run(["pgrep", "-f", "gcs_server"], capture_output=True).returncode == 0:
+    if address == "auto" and _a_ray_cluster_runs_here():
         pytest.skip("`auto` joins any Ray cluster running on this machine, and one is running")
     with socket.socket() as s:  # a port nothing listens on: bound, never listened on, then closed
         s.bind(("127.0.0.1", 0))
