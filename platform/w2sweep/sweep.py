@@ -235,12 +235,11 @@ class ClusterError(Exception):
     """RAY_ADDRESS names no Ray cluster that answers."""
 
 
-def check_cluster_address() -> None:
-    """Fail at once when RAY_ADDRESS is HOST:PORT and nothing listens there: `ray.init` would retry
-    for minutes (a typo, a stopped head). Ray client (``ray://``) and ``auto`` addresses are left to
+def _check_cluster_address(address: str) -> None:
+    """Fail at once when `address` is HOST:PORT and nothing listens there: `ray.init` would retry for
+    minutes (a typo, a stopped head). Ray client (``ray://``) and ``auto`` addresses are left to
     `ray.init`, whose ConnectionError `_init_ray` turns into a ClusterError."""
-    address = os.environ.get("RAY_ADDRESS", "")
-    if not address or "://" in address or address in ("auto", "local"):
+    if "://" in address or address in ("auto", "local"):
         return
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
@@ -254,8 +253,9 @@ def check_cluster_address() -> None:
 
 
 def _init_ray() -> None:
-    """Join the cluster named by RAY_ADDRESS, or start a local one for this process. Never join some
-    other local cluster by accident: ``address=None`` would attach to any head running on this machine."""
+    """Join the cluster named by RAY_ADDRESS (ClusterError if none answers there), or start a local one
+    for this process. Never join some other local cluster by accident: ``address=None`` would attach to
+    any head running on this machine."""
     if ray.is_initialized():
         return
     options = dict(logging_level=logging.WARNING,
@@ -263,6 +263,7 @@ def _init_ray() -> None:
                    include_dashboard=False)
     if os.environ.get("RAY_ADDRESS"):
         address = os.environ["RAY_ADDRESS"]
+        _check_cluster_address(address)
         try:
             ray.init(address=address, runtime_env=_runtime_env(), **options)
         except ConnectionError as e:  # `auto` with no cluster on this machine, a Ray client server that does not answer
