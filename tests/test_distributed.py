@@ -71,6 +71,20 @@ def test_settings_without_effect_warn():
         parse_config({**tiny_config("unused"), "students": [dict(model="tiny-bert", zero_stage=3)]})
     with pytest.warns(UserWarning, match="lora_rank is set but has no effect: mode is 'full'"):
         parse_config({**tiny_config("unused"), "students": [dict(model="tiny-bert", lora_rank=4)]})
+    with pytest.warns(UserWarning, match="compile is set but has no effect: num_workers is 2"):
+        parse_config({**tiny_config("unused"), "students": [dict(model="tiny-bert", compile=True, num_workers=2)]})
+
+
+def test_compile_reaches_the_training_settings_of_one_worker_without_a_warning():
+    import warnings
+
+    from w2sweep.grid import resolve_settings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config = parse_config({**tiny_config("compiled"), "students": [dict(model="tiny-bert", compile=True)]})
+    assert resolve_settings(config.students[0]).compile is True
+    assert resolve_settings(parse_config(tiny_config("eager")).students[0]).compile is False
 
 
 # --- DeepSpeed ranks against one process, without Ray ----------------------------------------------

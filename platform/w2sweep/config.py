@@ -140,6 +140,9 @@ class ModelSpec(_Strict):
     zero_stage: Literal[0, 2, 3] = 2  # DeepSpeed ZeRO stage (num_workers > 1)
     offload: bool = False  # ZeRO-Offload: optimizer states and step on the CPU (zero_stage 2 or 3)
     micro_batch_size: PositiveInt | None = None  # examples per forward/backward and worker; None: batch_size/num_workers
+    # torch.compile the training forward (one worker): on a GPU a 0.5B student's steps ran 1.5x faster,
+    # after a compile of about 80 s in every cell process (docs/benchmarks.md, P2).
+    compile: bool = False
 
     @field_validator("model")
     @classmethod
@@ -153,14 +156,16 @@ class ModelSpec(_Strict):
             raise ValueError("offload=True needs zero_stage 2 or 3; got zero_stage=0")
         # Set = differs from its default (a cell read back from JSON has every field present).
         changed = {f for f, info in type(self).model_fields.items() if getattr(self, f) != info.default}
-        unused = []
+        unused = []  # (field, why)
         if self.mode != "lora":
-            unused += [f for f in ("lora_rank", "lora_alpha", "lora_target_modules") if f in changed]
+            unused += [(f, f"mode is {self.mode!r}") for f in ("lora_rank", "lora_alpha", "lora_target_modules")]
         if self.num_workers == 1:
-            unused += [f for f in ("zero_stage", "offload") if f in changed]
-        for field in unused:
-            why = f"mode is {self.mode!r}" if field.startswith("lora") else "num_workers is 1 (no DeepSpeed)"
-            warnings.warn(f"model {self.label!r}: {field} is set but has no effect: {why}", stacklevel=2)
+            unused += [(f, "num_workers is 1 (no DeepSpeed)") for f in ("zero_stage", "offload")]
+        else:
+            unused.append(("compile", f"num_workers is {self.num_workers} (DeepSpeed trains uncompiled)"))
+        for field, why in unused:
+            if field in changed:
+                warnings.warn(f"model {self.label!r}: {field} is set but has no effect: {why}", stacklevel=2)
         return self
 
     @property

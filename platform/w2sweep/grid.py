@@ -243,7 +243,7 @@ def resolve_settings(spec: ModelSpec) -> TrainSettings:
         if getattr(spec, name) is not None:
             base[name] = getattr(spec, name)
     return TrainSettings(**base, warmup_ratio=spec.warmup_ratio, weight_decay=spec.weight_decay,
-                         patience=spec.patience, micro_batch_size=spec.micro_batch_size,
+                         patience=spec.patience, micro_batch_size=spec.micro_batch_size, compile=spec.compile,
                          zero_stage=spec.zero_stage, offload=spec.offload)
 
 

@@ -143,6 +143,7 @@ class TrainSettings:
     patience: int = 2  # epochs without a better validation AUROC before stopping
     min_steps: int = 0  # small label sets repeat epochs until this many optimizer steps
     micro_batch_size: int | None = None  # examples per forward/backward on one worker; None: batch_size/world
+    compile: bool = False  # torch.compile the training forward (one process; not under DeepSpeed)
     zero_stage: int = 2  # DeepSpeed ZeRO stage (0, 2 or 3) when training under torch.distributed
     offload: bool = False  # DeepSpeed: optimizer states and step on the CPU (DeepSpeedCPUAdam)
 
