@@ -102,13 +102,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run_w2sweep(model, tokenizer, texts, labels, val_texts, val_labels, *, seq_len, mode, micro_batch_size,
-                device) -> float:
+def run_w2sweep(model, tokenizer, texts, labels, val_texts, val_labels, *, seq_len, mode, compile_,
+                micro_batch_size, device) -> float:
     from w2sweep.train import TokenizedTexts, TrainSettings, fine_tune
 
     settings = TrainSettings(lr=5e-4 if mode == "lora" else 5e-5, epochs=1, batch_size=EFFECTIVE_BATCH,
                              max_length=seq_len, warmup_ratio=0.1, patience=1,
-                             micro_batch_size=micro_batch_size)
+                             micro_batch_size=micro_batch_size, compile=compile_)
     sync(device)
     t = time.monotonic()
     # Tokenizing is part of what is timed, as the baseline's datasets.map is.
@@ -152,7 +152,10 @@ def machine(device: torch.device) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tiny", action="store_true", help="the tiny shape (automatic without CUDA)")
-    p.add_argument("--mode", choices=["lora", "full"], default="lora", help="what w2sweep's side trains")
+    p.add_argument("--mode", choices=["lora", "full"], nargs="+", default=["lora"],
+                   help="what w2sweep's side trains; several: one row each, against one baseline run")
+    p.add_argument("--compile", choices=["off", "on", "both"], default="off",
+                   help="w2sweep's `compile` setting (torch.compile of the training forward); both: a row each")
     p.add_argument("--seq-len", type=int)
     p.add_argument("--num-examples", type=int, help="training examples per side (a multiple of 32)")
     p.add_argument("--num-val", type=int, help="validation examples w2sweep's side scores once")
@@ -181,47 +184,53 @@ def main() -> None:
 
     base = build_student(shape, pad_token_id=tokenizer.pad_token_id, seed=0)
     n_params = non_embedding_params(base)
+    n_all = sum(p.numel() for p in base.parameters())
 
     def fresh(lora: bool):
         model = copy.deepcopy(base)
         return (with_lora(model) if lora else model).to(device)
 
-    results = {}
+    def timed(side: str, mode: str, compile_: bool) -> dict:
+        for warm in (True, False):  # the warm-up step also compiles, where compile is on
+            model = fresh(side == "baseline" or mode == "lora")
+            x, y = (warm_texts, warm_labels) if warm else (train_texts, train_labels)
+            if side == "w2sweep":
+                seconds = run_w2sweep(model, tokenizer, x, y, val_texts[:8] if warm else val_texts,
+                                      val_labels[:8] if warm else val_labels, seq_len=seq_len, mode=mode,
+                                      compile_=compile_, micro_batch_size=args.micro_batch_size, device=device)
+            else:
+                seconds = run_baseline(model, tokenizer, x, y, seq_len=seq_len, device=device, output_dir=tmp)
+            del model
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        tokens_per_s = num_examples * seq_len / seconds
+        row = dict(seconds=round(seconds, 2), examples_per_s=round(num_examples / seconds, 3),
+                   tokens_per_s=round(tokens_per_s, 1),
+                   mfu=None if peak is None else round(6 * n_params * tokens_per_s / peak, 4),
+                   # The formula read with every parameter, the 136M-weight embedding lookup too.
+                   mfu_all_params=None if peak is None else round(6 * n_all * tokens_per_s / peak, 4))
+        print(f"{side} {mode}{' compiled' if compile_ else ''}: {row}", file=sys.stderr)
+        return row
+
+    variants = [(mode, c) for mode in args.mode for c in {"off": [False], "on": [True], "both": [False, True]}[args.compile]]
     with tempfile.TemporaryDirectory() as tmp:
-        for side in ("w2sweep", "baseline"):
-            for warm in (True, False):
-                model = fresh(side == "baseline" or args.mode == "lora")
-                x, y = (warm_texts, warm_labels) if warm else (train_texts, train_labels)
-                if side == "w2sweep":
-                    seconds = run_w2sweep(model, tokenizer, x, y, val_texts[:8] if warm else val_texts,
-                                          val_labels[:8] if warm else val_labels, seq_len=seq_len,
-                                          mode=args.mode, micro_batch_size=args.micro_batch_size, device=device)
-                else:
-                    seconds = run_baseline(model, tokenizer, x, y, seq_len=seq_len, device=device, output_dir=tmp)
-                del model
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-            tokens_per_s = num_examples * seq_len / seconds
-            results[side] = dict(
-                seconds=round(seconds, 2), examples_per_s=round(num_examples / seconds, 3),
-                tokens_per_s=round(tokens_per_s, 1),
-                mfu=None if peak is None else round(6 * n_params * tokens_per_s / peak, 4),
-            )
-            print(f"{side}: {results[side]}", file=sys.stderr)
-    ratio = results["w2sweep"]["examples_per_s"] / results["baseline"]["examples_per_s"]
-    report = dict(
-        date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        command=" ".join(["python", "bench/train_throughput.py", *sys.argv[1:]]),
+        baseline = timed("baseline", "lora", False)
+        rows = [dict(w2sweep_mode=mode, compile=c, w2sweep=timed("w2sweep", mode, c)) for mode, c in variants]
+    mfu = lambda r: "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"  # noqa: E731
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    for row in rows:
+        w = row["w2sweep"]
+        row["ratio"] = round(w["examples_per_s"] / baseline["examples_per_s"], 2)
+        print(f"| {date[:16]} | {machine(device)['device']} | {shape_name}, {seq_len} | {row['w2sweep_mode']}"
+              f"{', compiled' if row['compile'] else ''} | {w['examples_per_s']:.1f} | {w['tokens_per_s']:,.0f} | "
+              f"{mfu(w)} | {baseline['examples_per_s']:.2f} | {baseline['tokens_per_s']:,.0f} | {mfu(baseline)} | "
+              f"{row['ratio']:.1f}× |")
+    print(json.dumps(dict(
+        date=date, command=" ".join(["python", "bench/train_throughput.py", *sys.argv[1:]]),
         machine=machine(device), shape=shape_name, non_embedding_params=n_params, seq_len=seq_len,
-        num_examples=num_examples, num_val=num_val, effective_batch=EFFECTIVE_BATCH, w2sweep_mode=args.mode,
-        micro_batch_size=args.micro_batch_size or EFFECTIVE_BATCH, **results, ratio=round(ratio, 2),
-    )
-    mfu = lambda side: "n/a" if results[side]["mfu"] is None else f"{100 * results[side]['mfu']:.1f}%"  # noqa: E731
-    print(f"| {report['machine']['device']} | {shape_name} | {seq_len} | "
-          f"{results['w2sweep']['examples_per_s']:.2f} | {results['w2sweep']['tokens_per_s']:.0f} | {mfu('w2sweep')} | "
-          f"{results['baseline']['examples_per_s']:.2f} | {results['baseline']['tokens_per_s']:.0f} | "
-          f"{mfu('baseline')} | {ratio:.2f} |")
-    print(json.dumps(report))
+        num_examples=num_examples, num_val=num_val, effective_batch=EFFECTIVE_BATCH,
+        micro_batch_size=args.micro_batch_size or EFFECTIVE_BATCH, baseline=baseline, w2sweep=rows,
+    )))
 
 
 if __name__ == "__main__":
