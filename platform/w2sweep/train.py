@@ -242,7 +242,9 @@ class _PlainLoop:
     bf16 activations halve the bytes of the elementwise kernels that outweigh its matmuls, and no
     weight is cast again in every forward) and the optimizer steps fp32 master weights, the original
     fp32 tensors: updates smaller than bf16's resolution (lr x step ~ 1e-6 against weights ~ 1e-2)
-    accumulate there instead of rounding away. `close` puts the fp32 tensors back in the model."""
+    accumulate there instead of rounding away. `close` puts the fp32 tensors back in the model.
+    GPU memory per trained weight: 20 bytes instead of 16 (bf16 copy and gradient, fp32 master and
+    gradient, AdamW's two moments); per frozen weight 2 instead of 4."""
 
     loss_scale = 1.0
 
@@ -253,7 +255,9 @@ class _PlainLoop:
         self.fp32: dict[torch.nn.Parameter, torch.Tensor] = {}
         if bf16_weights(_device(model)):
             for p in model.parameters():
-                self.fp32[p] = p.data
+                # A trainable weight's fp32 tensor stays on the device as its master; a frozen one (a
+                # LoRA student's body) waits on the host, so the body does not take GPU memory twice.
+                self.fp32[p] = p.data if p.requires_grad else p.data.to("cpu")
                 p.data = p.data.to(torch.bfloat16)
         self.masters = [self.fp32.get(p, p) for _, p in self.trainable]
         self.optimizer = adamw(self.masters, settings)
@@ -306,7 +310,7 @@ class _PlainLoop:
 
     def close(self, best: dict[str, torch.Tensor] | None):
         for p, full in self.fp32.items():
-            p.data = full
+            p.data = full.to(p.device)
         _load_weights(self.model, best)
 
 
