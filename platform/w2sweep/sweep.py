@@ -13,9 +13,9 @@ import os
 import socket
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest.mock import patch
 
 import ray
 from ray import tune
@@ -274,7 +274,7 @@ def _init_ray() -> None:
     # env: nothing is packed at `ray.init`, and the claims actor starts in one of the workers Ray
     # prestarts with the cluster instead of a new process. (Trials start in new processes either way:
     # Tune gives every trial actor a runtime env of its own, `env_vars`.)
-    with _environment(_local_worker_env()):
+    with patch.dict(os.environ, _local_worker_env()):  # only while Ray starts its processes
         ray.init(address="local", **options)
 
 
@@ -282,21 +282,6 @@ def _local_worker_env() -> dict[str, str]:
     """`_WORKER_ENV`, and this w2sweep first on the import path, whatever put it on the driver's."""
     path = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
     return {**_WORKER_ENV, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
-
-
-@contextmanager
-def _environment(variables: dict[str, str]):
-    """Set `variables` in this process's environment while the block runs."""
-    before = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def prerequisites_to_compute(storage: Storage, cells: list[Cell]) -> list[Prerequisite]:
