@@ -218,9 +218,13 @@ def swept(prometheus, tmp_path_factory):
         assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-3000:]  # 1: a cell failed
         assert "1 cells finished, 0 already done, 1 failed (of 2)" in run.stdout
         assert secret not in run.stdout + run.stderr
-        # Counters outlive the driver; wait until Prometheus has scraped their final values.
+        # Counters and histograms outlive the driver; wait until Prometheus has scraped their final
+        # values (the agent exports them in batches: one can arrive a scrape after another).
+        wanted = {m for m in _metric_names(_exprs(_dashboard())) if m.startswith("ray_w2sweep_")}
         deadline = time.monotonic() + 60
-        while prom.value("sum(ray_w2sweep_cells_failed_total)") != 1 and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (
+                prom.value("sum(ray_w2sweep_cells_failed_total)") == 1
+                and prom.value("sum(ray_w2sweep_cells_done_total)") == 1 and wanted <= prom.names("ray_w2sweep_")):
             time.sleep(1)
         yield head, prom, storage, secret
     finally:
