@@ -3,13 +3,15 @@
     .venv/bin/python bench/train_throughput.py                 # 0.5B Qwen2 shape on CUDA; tiny shape without CUDA
     .venv/bin/python bench/train_throughput.py --tiny          # the tiny shape, anywhere (CPU: a few minutes)
     .venv/bin/python bench/train_throughput.py --mode full     # w2sweep trains every weight (the baseline stays LoRA)
+    .venv/bin/python bench/train_throughput.py --mode full lora --compile both   # four w2sweep rows, one baseline
 
 No Ray: both sides run in this process, one after the other, on the same device, the same randomly
 initialised student (config built here, no weights needed), the same synthetic examples and the same
 effective batch of 32 examples per optimizer step:
-  w2sweep   `w2sweep.train.fine_tune`: one micro batch of 32 (or --micro-batch-size), tokenised per batch
-            with dynamic padding, bf16 autocast on CUDA, AdamW; it validates once at the end of its one
-            epoch on --num-val examples (part of its wall time, as in a cell);
+  w2sweep   `w2sweep.train.fine_tune`: one micro batch of 32 (or --micro-batch-size), texts tokenised once
+            and padded per batch, on CUDA bf16 weights with fp32 master weights in AdamW (and
+            torch.compile with --compile); it validates once at the end of its one epoch on --num-val
+            examples (part of its wall time, as in a cell);
   baseline  Hugging Face `Trainer` as the scalable-elicitation code trains: micro batch 1, gradient
             accumulation 32, LoRA (peft, r=8, alpha=16, peft's default target modules), bf16 on CUDA;
             its dataset is tokenised up front with `datasets.map` (included in its time).
