@@ -30,6 +30,7 @@ import ray.train
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
+from w2sweep import layout
 from w2sweep.cells import run_cell
 from w2sweep.grid import Cell, worker_resources
 from w2sweep.config import ModelSpec, Resources
@@ -45,7 +46,7 @@ _FINAL = "final_metrics.json"  # in the last checkpoint of a finished cell
 
 def checkpoints_key(sweep: str) -> str:
     """Where the Ray Train runs of a sweep keep their checkpoints: one folder per cell id."""
-    return f"{sweep}/checkpoints"
+    return layout.checkpoints(sweep)
 
 
 class RayTrainHooks(TrainHooks):
@@ -185,7 +186,7 @@ def run_cell_on_workers(cell: Cell, storage_uri: str, *, resources: Resources, m
         result = trainer.fit()
     if not keep_checkpoints:
         try:
-            storage.filesystem.delete_dir(storage.path(f"{checkpoints_key(cell.sweep)}/{cell.cell_id}"))
+            storage.filesystem.delete_dir(storage.path(layout.checkpoints(cell.sweep, cell.cell_id)))
         except OSError:
             pass  # leftovers cost space, not correctness: the result object marks the cell done
     return dict(result.metrics)

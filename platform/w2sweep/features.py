@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from w2sweep import layout
 from w2sweep.storage import Storage
 
 FEATURES_VERSION = 1
@@ -47,7 +48,7 @@ def features_key(dataset, student, seed: int, *, max_length: int) -> str:
 
 
 def object_key(sweep: str, key: str) -> str:
-    return f"{sweep}/features/{key}.parquet"
+    return layout.features(sweep, key)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import math
-import posixpath
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from w2sweep import layout
 from w2sweep.storage import Storage, StorageError
 
 GROUP = ["dataset", "weak_supervisor", "student", "method"]
@@ -95,14 +95,14 @@ def read_cells(storage: Storage, keys: list[str], *, num_threads: int = 32
 
 def cell_keys(storage: Storage, sweep: str) -> list[str]:
     """Keys of the sweep's cell result objects, sorted."""
-    return storage.list(f"{sweep}/cells", suffix=".json")
+    return storage.list(layout.folder(sweep, layout.RESULTS), suffix=".json")
 
 
 def read_sweep_yaml(storage: Storage, sweep: str) -> dict:
     """``<sweep>/sweep.yaml`` as a dict; {} when absent or unreadable (hand-made results have none)."""
     import yaml
 
-    key = f"{sweep}/sweep.yaml"
+    key = layout.sweep_yaml(sweep)
     try:
         if not storage.exists(key):
             return {}
@@ -699,7 +699,7 @@ def write_frontier(storage: Storage, sweep: str, *, tolerance: float = 0.01, axi
                      budgets=None if budgets is None else [float(b) for b in budgets],
                      dataset_groups={k: list(v) for k, v in (dataset_groups or {}).items()})
     keys = cell_keys(storage, sweep)
-    sweep_yaml_key = f"{sweep}/sweep.yaml"
+    sweep_yaml_key = layout.sweep_yaml(sweep)
     sweep_yaml_bytes = storage.read_bytes(sweep_yaml_key) if storage.exists(sweep_yaml_key) else b""
     settings = read_sweep_yaml(storage, sweep)
     price_source = "--gpu-hour-price"
@@ -758,7 +758,7 @@ def write_frontier(storage: Storage, sweep: str, *, tolerance: float = 0.01, axi
 
     written = []
     for name, data in files.items():
-        written.append(f"{sweep}/frontier/{name}")
+        written.append(layout.frontier(sweep, name))
         storage.write_bytes(written[-1], data)
     manifest = {
         "sweep": sweep,
@@ -769,7 +769,7 @@ def write_frontier(storage: Storage, sweep: str, *, tolerance: float = 0.01, axi
         "files": {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
                   for name, data in files.items()},
     }
-    written.append(f"{sweep}/frontier/{MANIFEST}")
+    written.append(layout.frontier(sweep, MANIFEST))
     storage.write_bytes(written[-1], json.dumps(manifest, indent=1, sort_keys=True).encode())
     return {
         "num_results": num_read,
@@ -783,4 +783,4 @@ def write_frontier(storage: Storage, sweep: str, *, tolerance: float = 0.01, axi
 
 
 def manifest_key(sweep: str) -> str:
-    return posixpath.join(sweep, "frontier", MANIFEST)
+    return layout.frontier(sweep, MANIFEST)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from w2sweep import layout
 from w2sweep.frontier import (
     MANIFEST,
     cell_keys,
@@ -70,7 +71,7 @@ def staleness(storage: Storage, sweep: str, manifest: dict | None, options: dict
     if manifest is None:
         return "no frontier computed yet"
     keys = cell_keys(storage, sweep)
-    yaml_key = f"{sweep}/sweep.yaml"
+    yaml_key = layout.sweep_yaml(sweep)
     sweep_yaml = storage.read_bytes(yaml_key) if storage.exists(yaml_key) else b""
     if manifest.get("inputs_digest") != inputs_digest(keys, sweep_yaml):
         return (f"results changed since the frontier was computed "
@@ -125,10 +126,10 @@ def pull(storage: Storage, sweep: str, out: str | Path, *, options: dict | None 
         for name in sorted(files):
             if name.startswith("/") or ".." in Path(name).parts:
                 raise PullError(f"manifest lists {name!r}: not a path inside the frontier folder")
-            data = storage.read_bytes(f"{sweep}/frontier/{name}")
+            data = storage.read_bytes(layout.frontier(sweep, name))
             if hashlib.sha256(data).hexdigest() != files[name]["sha256"]:
                 if recomputed:
-                    raise PullError(f"{storage.path(f'{sweep}/frontier/{name}')}: content does not match "
+                    raise PullError(f"{storage.path(layout.frontier(sweep, name))}: content does not match "
                                     "the manifest written with it (is another process writing the frontier?)")
                 # Outputs from an interrupted or concurrent write: recompute once and start over.
                 return pull(storage, sweep, out, options=options, recompute=True, progress=progress)

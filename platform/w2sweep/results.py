@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
+from w2sweep import layout
 from w2sweep.storage import Storage
 
 # Bump when the meaning of a field changes: it is part of every cell id, so old results are not
@@ -50,7 +51,7 @@ class CellResult:
 
 
 def cell_key(sweep: str, cell_id: str) -> str:
-    return f"{sweep}/cells/{cell_id}.json"
+    return layout.result(sweep, cell_id)
 
 
 def read_results(storage: Storage, sweep: str) -> tuple[pd.DataFrame, list[str]]:
@@ -59,7 +60,7 @@ def read_results(storage: Storage, sweep: str) -> tuple[pd.DataFrame, list[str]]
     The tuple columns ``accuracy_ci``/``auroc_ci`` become ``*_ci_low``/``*_ci_high``; ``config`` is dropped.
     """
     rows, unreadable = [], []
-    for key in storage.list(f"{sweep}/cells", suffix=".json"):
+    for key in storage.list(layout.folder(sweep, layout.RESULTS), suffix=".json"):
         try:
             row = json.loads(storage.read_bytes(key))
             for name in ("accuracy_ci", "auroc_ci"):

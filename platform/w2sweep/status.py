@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 import yaml
 
+from w2sweep import layout
 from w2sweep.storage import Storage
 
 STATES = ("done", "running", "failed", "pending")
@@ -71,7 +72,7 @@ def _grid(storage: Storage, sweep: str):
     from w2sweep.grid import expand_cells
     from w2sweep.config import ConfigError, parse_config
 
-    key = f"{sweep}/sweep.yaml"
+    key = layout.sweep_yaml(sweep)
     try:
         raw = yaml.safe_load(storage.read_bytes(key))
     except FileNotFoundError:
@@ -140,11 +141,11 @@ def _wall_seconds(storage: Storage, keys: list[str]) -> dict[str, float]:
 
 def sweep_status(storage: Storage, sweep: str) -> SweepStatus:
     cells = _grid(storage, sweep)
-    done = _ids(storage, f"{sweep}/cells")
-    running = _ids(storage, f"{sweep}/running")
-    failed = _ids(storage, f"{sweep}/failures")
+    done = _ids(storage, layout.folder(sweep, layout.RESULTS))
+    running = _ids(storage, layout.folder(sweep, layout.RUNNING))
+    failed = _ids(storage, layout.folder(sweep, layout.FAILURES))
     grid_ids = {c.cell_id for c in cells}
-    seconds = _wall_seconds(storage, [f"{sweep}/cells/{i}.json" for i in sorted(done & grid_ids)])
+    seconds = _wall_seconds(storage, [layout.result(sweep, i) for i in sorted(done & grid_ids)])
 
     groups: dict[tuple[str, str, str], GroupStatus] = {}
     durations: dict[tuple[str, str, str], list[float]] = {}
@@ -174,7 +175,7 @@ def sweep_status(storage: Storage, sweep: str) -> SweepStatus:
         status.eta_seconds = remaining / num_running
     stale = running & done
     if stale:
-        status.warnings.append(f"{len(stale)} heartbeat(s) of finished cells left in {sweep}/running/")
+        status.warnings.append(f"{len(stale)} heartbeat(s) of finished cells left in {layout.folder(sweep, layout.RUNNING)}/")
     return status
 
 

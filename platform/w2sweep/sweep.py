@@ -24,6 +24,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from tqdm import tqdm
 
+from w2sweep import layout
 from w2sweep.claims import Claims, ask, claimed
 from w2sweep.grid import Cell, Prerequisite, cell_gpus, expand_cells, uses_ray_train, worker_resources
 from w2sweep.config import Resources, SweepConfig
@@ -68,7 +69,7 @@ def _keep_credentials_out_of_runtime_envs() -> None:
 
 def running_key(sweep: str, cell_id: str) -> str:
     """The heartbeat a cell's trial holds while it runs: written at start, deleted at the end."""
-    return f"{sweep}/running/{cell_id}.json"
+    return layout.running(sweep, cell_id)
 
 
 def _cell_trainable(config: dict, *, cells: dict[str, str], storage_uri: str, env: dict[str, str],
@@ -404,7 +405,7 @@ def run_sweep(config: SweepConfig, *, cell_fn=None) -> SweepReport:
     todo = [c for c in cells if not storage.exists(cell_key(config.name, c.cell_id))]
     if todo:
         _init_ray()  # first: a run that cannot reach its cluster (ClusterError) writes nothing
-    storage.write_bytes(f"{config.name}/sweep.yaml", config_snapshot(config))
+    storage.write_bytes(layout.sweep_yaml(config.name), config_snapshot(config))
     report = SweepReport(num_cells=len(cells), num_skipped=len(cells) - len(todo), num_done=0)
     if not todo:
         return report
@@ -433,7 +434,7 @@ def run_sweep(config: SweepConfig, *, cell_fn=None) -> SweepReport:
         run_config=tune.RunConfig(
             # Trial state and checkpoints live under the same root: <root>/<sweep>/tune (on S3 through
             # a pyarrow S3FileSystem on the same endpoint, credentials from the same chain).
-            name="tune", storage_path=storage.path(config.name),
+            name=layout.TUNE, storage_path=storage.path(config.name),
             storage_filesystem=None if storage.is_local else storage.filesystem,
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             callbacks=[progress, JsonLoggerCallback()], verbose=0,
@@ -452,7 +453,7 @@ def run_sweep(config: SweepConfig, *, cell_fn=None) -> SweepReport:
             continue
         message = errors.get(cell.cell_id, "the trial ended without a result")
         report.failed[cell.cell_id] = message
-        storage.write_bytes(f"{config.name}/failures/{cell.cell_id}.json",
+        storage.write_bytes(layout.failure(config.name, cell.cell_id),
                             json.dumps({"cell_id": cell.cell_id, "error": message}).encode())
     return report
 

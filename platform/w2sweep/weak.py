@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from w2sweep import layout
 from w2sweep.storage import Storage
 
 WEAK_LABELS_VERSION = 1
@@ -48,7 +49,7 @@ def weak_labels_key(dataset, weak_supervisor, seed: int) -> str:
 
 
 def object_key(sweep: str, key: str) -> str:
-    return f"{sweep}/weak_labels/{key}.parquet"
+    return layout.weak_labels(sweep, key)
 
 
 def _to_parquet(labels: WeakLabels) -> bytes:

@@ -1,0 +1,75 @@
+"""The storage layout: every key under ``<sweep>/`` is built here, and nowhere else.
+
+Keys are relative to a storage root (`w2sweep.storage.Storage`); a sweep owns one folder::
+
+    <sweep>/sweep.yaml                     the resolved config, as run
+    <sweep>/weak_labels/<key>.parquet      weak supervisor outputs, one per content key
+    <sweep>/features/<key>.parquet         a head-only student's frozen-body features
+    <sweep>/predictions/<cell_id>.parquet  per-example test predictions, written before the result
+    <sweep>/cells/<cell_id>.json           one result per finished cell: the 'done' marker
+    <sweep>/running/<cell_id>.json         the heartbeat of a cell that runs now
+    <sweep>/failures/<cell_id>.json        the last error of a cell that failed every attempt
+    <sweep>/checkpoints/<cell_id>/         training state for resuming an interrupted cell
+    <sweep>/tune/                          Ray Tune's experiment state
+    <sweep>/frontier/<file>                CSVs, plots, report.html and their manifest
+
+Nothing here imports anything: a key is a string.
+"""
+
+from __future__ import annotations
+
+SWEEP_YAML = "sweep.yaml"
+RESULTS = "cells"
+RUNNING = "running"
+FAILURES = "failures"
+WEAK_LABELS = "weak_labels"
+FEATURES = "features"
+PREDICTIONS = "predictions"
+CHECKPOINTS = "checkpoints"
+TUNE = "tune"
+FRONTIER = "frontier"
+
+
+def sweep_yaml(sweep: str) -> str:
+    return f"{sweep}/{SWEEP_YAML}"
+
+
+def folder(sweep: str, name: str) -> str:
+    """One of the sweep's folders (`RESULTS`, `RUNNING`, ...), as a key prefix without a trailing slash."""
+    return f"{sweep}/{name}"
+
+
+def result(sweep: str, cell_id: str) -> str:
+    return f"{sweep}/{RESULTS}/{cell_id}.json"
+
+
+def running(sweep: str, cell_id: str) -> str:
+    return f"{sweep}/{RUNNING}/{cell_id}.json"
+
+
+def failure(sweep: str, cell_id: str) -> str:
+    return f"{sweep}/{FAILURES}/{cell_id}.json"
+
+
+def predictions(sweep: str, cell_id: str) -> str:
+    return f"{sweep}/{PREDICTIONS}/{cell_id}.parquet"
+
+
+def weak_labels(sweep: str, key: str) -> str:
+    return f"{sweep}/{WEAK_LABELS}/{key}.parquet"
+
+
+def features(sweep: str, key: str) -> str:
+    return f"{sweep}/{FEATURES}/{key}.parquet"
+
+
+def checkpoints(sweep: str, cell_id: str | None = None) -> str:
+    """The sweep's checkpoint folder, or one cell's folder in it."""
+    base = f"{sweep}/{CHECKPOINTS}"
+    return base if cell_id is None else f"{base}/{cell_id}"
+
+
+def frontier(sweep: str, name: str | None = None) -> str:
+    """The sweep's frontier folder, or one file in it."""
+    base = f"{sweep}/{FRONTIER}"
+    return base if name is None else f"{base}/{name}"
