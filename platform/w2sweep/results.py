@@ -42,6 +42,8 @@ class CellResult:
     weak_accuracy: float  # the weak supervisor's own test accuracy: the floor
     num_test: int
     wall_seconds: float
+    num_gpus: float = 0.0  # GPUs the cell held while it ran: num_workers x gpus_per_worker
+    gpu_seconds: float = 0.0  # num_gpus x wall_seconds: the frontier's compute-cost axis
     status: str = "ok"
     config: dict = field(default_factory=dict)  # the cell's full canonical config
     schema_version: int = RESULT_SCHEMA_VERSION
