@@ -36,6 +36,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))  # run without installing
 
 from w2sweep import frontier as fr  # noqa: E402
+from w2sweep import layout  # noqa: E402
+from w2sweep.results import cell_keys, read_cells  # noqa: E402
 
 METHODS = ["seq-sft", "seq-sft+fewshot", "seq-sft+logconf", "sft-oracle", "sft-weak"]
 
@@ -181,14 +183,14 @@ def time_read_cells(num_objects: int, *, where: str) -> None:
                 low, high = r["accuracy"] - 0.03, r["accuracy"] + 0.03
                 obj = r | {"cell_id": f"{i:08x}", "sweep": "bench", "accuracy_ci": [low, high],
                            "auroc_ci": [low, high], "num_test": 500, "config": {"resources": {"gpu": 1}}}
-                storage.write_once(f"bench/cells/{i:08x}.json", json.dumps(obj).encode())
+                storage.write_once(layout.result("bench", f"{i:08x}"), json.dumps(obj).encode())
 
             with ThreadPoolExecutor(16) as pool:
                 list(pool.map(put, range(len(rows))))
-            keys = fr.cell_keys(storage, "bench")
+            keys = cell_keys(storage, "bench")
             for threads in (1, 4, 32):
                 t = time.perf_counter()
-                table, unreadable = fr.read_cells(storage, keys, num_threads=threads)
+                table, unreadable = read_cells(storage, keys, num_threads=threads)
                 print(f"read_cells: {len(table):,} {where} objects with {threads:>2} thread(s): "
                       f"{time.perf_counter() - t:.2f} s ({len(unreadable)} unreadable)")
         finally:

@@ -26,12 +26,11 @@ from w2sweep.frontier import (
     plot_budget_table,
     plot_curves,
     plot_frontier,
-    read_cells,
     recost,
     regimes,
     write_frontier,
 )
-from w2sweep.results import CellResult, cell_key
+from w2sweep.results import CellResult, cell_key, read_cells
 from w2sweep.storage import Storage
 
 nan = math.nan

@@ -11,8 +11,9 @@ import pytest
 from test_frontier import FRONTIER_ROWS, PGR_ROWS, plain, row, write_cells
 
 from w2sweep.cli import main
-from w2sweep.frontier import aggregate, cell_keys, read_cells
+from w2sweep.frontier import aggregate
 from w2sweep.pull import pull
+from w2sweep.results import cell_keys, read_cells
 from w2sweep.storage import Storage
 
 ROWS = [*FRONTIER_ROWS, *PGR_ROWS, row(0.61, method="A", fraction=0.2, seed=1, label_cost=1.0),

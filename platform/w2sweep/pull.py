@@ -19,13 +19,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from w2sweep import layout
-from w2sweep.frontier import (
-    MANIFEST,
-    cell_keys,
-    inputs_digest,
-    manifest_key,
-    write_frontier,
-)
+from w2sweep.frontier import MANIFEST, inputs_digest, manifest_key, write_frontier
+from w2sweep.results import cell_keys
 from w2sweep.storage import Storage
 
 # Options of `write_frontier` that pull can ask for; None in `pull(options=...)` means "as stored".

@@ -1,22 +1,30 @@
-"""The result row: what one finished cell writes, and how a sweep's rows are read back.
+"""The result schema: what one finished cell writes, and the one reader that turns stored results
+back into a table (the frontier, the benchmarks and the tests all read through `read_cells`).
 
 One JSON object per cell at ``<sweep>/cells/<cell_id>.json``. JSON, not pickle: any tool can read it
-and nothing in it can execute.
+and nothing in it can execute. Fields are only ever added, with a default, so that results written
+before a field existed still read.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
 from w2sweep import layout
-from w2sweep.storage import Storage
+from w2sweep.storage import Storage, StorageError
 
 # Bump when the meaning of a field changes: it is part of every cell id, so old results are not
 # mistaken for new ones.
 RESULT_SCHEMA_VERSION = 1
+# The fields a stored result must have to enter the table; the rest (CellResult's other fields, and
+# fields older results lack) are optional to the reader.
+REQUIRED_FIELDS = ("dataset", "weak_supervisor", "student", "method", "budget", "spending_fraction",
+                   "seed", "n_weak", "n_oracle", "label_cost", "c_weak", "c_oracle", "accuracy", "status")
 
 
 @dataclass(frozen=True)
@@ -56,20 +64,55 @@ def cell_key(sweep: str, cell_id: str) -> str:
     return layout.result(sweep, cell_id)
 
 
-def read_results(storage: Storage, sweep: str) -> tuple[pd.DataFrame, list[str]]:
-    """All cell results of `sweep` as one table, plus the keys that could not be read.
+def cell_keys(storage: Storage, sweep: str) -> list[str]:
+    """Keys of the sweep's result objects, sorted."""
+    return storage.list(layout.folder(sweep, layout.RESULTS), suffix=".json")
 
-    The tuple columns ``accuracy_ci``/``auroc_ci`` become ``*_ci_low``/``*_ci_high``; ``config`` is dropped.
+
+def parse_result(data: bytes) -> dict:
+    """One result object -> one flat table row; raises ValueError/KeyError/TypeError when malformed.
+
+    Only REQUIRED_FIELDS must be there: results written before a field existed (``num_gpus`` and
+    ``gpu_seconds`` before the runner recorded them) still read. ``gpu_seconds`` is NaN when the
+    object lacks it, so an older result is told apart from a cell that used no GPU (0.0).
+    ``accuracy_ci``/``auroc_ci`` become ``*_low``/``*_high``; ``config`` is dropped except
+    ``config.resources.gpu``, kept as ``gpus_per_cell`` (NaN when absent): the frontier's fallback
+    for results without ``gpu_seconds``.
     """
-    rows, unreadable = [], []
-    for key in storage.list(layout.folder(sweep, layout.RESULTS), suffix=".json"):
+    row = json.loads(data)
+    if not isinstance(row, dict):
+        raise TypeError(f"expected a JSON object, got {type(row).__name__}")
+    missing = [name for name in REQUIRED_FIELDS if name not in row]
+    if missing:
+        raise KeyError(f"missing fields {missing}")
+    for name in ("accuracy_ci", "auroc_ci"):
+        low, high = row.pop(name, None) or (None, None)
+        row[f"{name}_low"], row[f"{name}_high"] = low, high
+    config = row.pop("config", None)
+    resources = config.get("resources") if isinstance(config, dict) else None
+    gpus = resources.get("gpu") if isinstance(resources, dict) else None
+    row["gpus_per_cell"] = math.nan if gpus is None else float(gpus)
+    if row.get("gpu_seconds") is None:
+        row["gpu_seconds"] = math.nan
+    return row
+
+
+def read_cells(storage: Storage, keys: list[str], *, num_threads: int = 32
+               ) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Read result objects `keys` in a thread pool: (table, {unreadable key: one-line reason}).
+
+    Rows come out in the order of `keys`. An object that cannot be read or parsed is reported, never
+    fatal: one corrupt object must not hide a thousand good ones. Threads, because reading from
+    object storage is waiting on the network, one request per object.
+    """
+    def load(key: str) -> dict | str:
         try:
-            row = json.loads(storage.read_bytes(key))
-            for name in ("accuracy_ci", "auroc_ci"):
-                low, high = row.pop(name)
-                row[f"{name}_low"], row[f"{name}_high"] = low, high
-            row.pop("config", None)
-            rows.append(row)
-        except (OSError, ValueError, KeyError, TypeError):
-            unreadable.append(key)
+            return parse_result(storage.read_bytes(key))
+        except (OSError, StorageError, ValueError, KeyError, TypeError, AttributeError) as e:
+            return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+
+    with ThreadPoolExecutor(max_workers=max(1, min(num_threads, len(keys)))) as pool:
+        loaded = list(pool.map(load, keys))
+    rows = [r for r in loaded if isinstance(r, dict)]
+    unreadable = {k: r for k, r in zip(keys, loaded) if isinstance(r, str)}
     return pd.DataFrame(rows), unreadable

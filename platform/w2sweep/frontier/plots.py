@@ -1,0 +1,131 @@
+"""The figures of a frontier report, as PNG bytes.
+
+Matplotlib's `Figure` is used without pyplot: no backend to pick, no global state shared with the
+caller, and figures can be drawn from any thread.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from w2sweep.frontier.tables import ALL_METHODS, AXES, DEFAULT_GPU_HOUR_PRICE, GROUP, MODELS, with_costs
+
+MAX_PANELS = 12  # a figure with more subplots than this is unreadable; the rest are left out
+
+
+def _panels(frame: pd.DataFrame, keys: list[str], what: str):
+    """(figure, [(key, group, axes)], leftover axes) for one subplot per group, at most MAX_PANELS."""
+    # Figure without pyplot needs no backend and touches no global state of the caller.
+    from matplotlib.figure import Figure
+
+    groups = list(frame.groupby(keys, sort=True, observed=True)) if not frame.empty else []
+    if len(groups) > MAX_PANELS:
+        warnings.warn(f"{what}: {len(groups)} groups, drawing the first {MAX_PANELS}", stacklevel=3)
+        groups = groups[:MAX_PANELS]
+    num_cols = min(3, max(1, len(groups)))
+    num_rows = max(1, math.ceil(len(groups) / num_cols))
+    width, height = 5 * num_cols, 3.8 * num_rows
+    fig = Figure(figsize=(width, height))
+    # Fixed margins (inches) instead of a constrained layout: as readable here, and it halves the time
+    # a figure takes to draw.
+    axes = fig.subplots(num_rows, num_cols, squeeze=False, gridspec_kw=dict(
+        left=0.75 / width, right=1 - 0.2 / width, bottom=0.6 / height, top=1 - 0.35 / height,
+        wspace=0.3, hspace=0.55)).ravel()
+    for ax in axes[len(groups):]:
+        ax.set_axis_off()
+    if not groups:
+        axes[0].text(0.5, 0.5, f"nothing to draw: {what}", ha="center", va="center")
+    return fig, [(key, group, ax) for (key, group), ax in zip(groups, axes)]
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def _colors(methods) -> dict[str, str]:
+    """One color per method, the same in every panel and every figure of a report."""
+    from matplotlib import rcParams
+
+    cycle = rcParams["axes.prop_cycle"].by_key()["color"]
+    names = sorted(m for m in set(methods) if m != ALL_METHODS)
+    return {name: cycle[i % len(cycle)] for i, name in enumerate(names)} | {ALL_METHODS: "black"}
+
+
+def _title(ax, key) -> None:
+    ax.set_title(" / ".join(map(str, key if isinstance(key, tuple) else (key,))), fontsize=8)
+
+
+def plot_curves(curves: pd.DataFrame) -> bytes:
+    """PNG bytes: accuracy vs spending fraction, one subplot per GROUP, one line per budget.
+
+    Error bars are the 95% t-interval over seeds (none with one seed); the dashed line is the weak
+    supervisor's accuracy (the floor). Explicit (n_weak, n_oracle) pairs have no fraction: not drawn.
+    """
+    fractions = curves[curves["spending_fraction"].notna()]
+    fig, panels = _panels(fractions, GROUP, "plot_curves")
+    for key, group, ax in panels:
+        for budget, line in group.groupby("budget", sort=True):
+            half = (line["accuracy_ci_high"] - line["accuracy_mean"]).fillna(0.0)
+            ax.errorbar(line["spending_fraction"], line["accuracy_mean"], yerr=half, marker="o",
+                        capsize=3, label=f"budget {budget:g}")
+        ax.axhline(group["weak_accuracy_mean"].mean(), color="gray", linestyle="--", label="weak supervisor")
+        ax.set(xlabel="spending fraction (oracle share)", ylabel="accuracy", xlim=(-0.05, 1.05))
+        _title(ax, key)
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def plot_frontier(curves: pd.DataFrame, frontier: pd.DataFrame, *, gpu_hour_price: float = DEFAULT_GPU_HOUR_PRICE,
+                  label_unit_price: float = 1.0) -> bytes:
+    """PNG bytes: the Pareto frontier of each method as a step line over all its points (faint), one
+    subplot per (dataset, weak_supervisor, student); the across-method frontier is the black line."""
+    axis = frontier["axis"].iloc[0] if len(frontier) else "label"
+    cost, label = AXES[axis]
+    points = with_costs(curves, gpu_hour_price=gpu_hour_price, label_unit_price=label_unit_price)
+    fig, panels = _panels(frontier, MODELS, "plot_frontier")
+    colors = _colors(points["method"].astype(str))
+    for key, group, ax in panels:
+        mask = np.ones(len(points), dtype=bool)
+        for column, value in zip(MODELS, key):
+            mask &= (points[column] == value).to_numpy()
+        for method, line in group.groupby("method", sort=True, observed=True):
+            across, color = method == ALL_METHODS, colors.get(method, "gray")
+            if not across:
+                mine = points[mask & (points["method"] == method).to_numpy()]
+                ax.scatter(mine[cost], mine["accuracy_mean"], s=10, alpha=0.3, color=color)
+            ax.step(line["cost"], line["accuracy_mean"], where="post", color=color,
+                    linewidth=2.2 if across else 1.2, marker="" if across else "o", markersize=4,
+                    label="all methods" if across else method, zorder=3 if across else 2)
+        ax.set(xlabel=label, ylabel="accuracy")
+        if (group["cost"] > 0).all() and group["cost"].max() / group["cost"].min() > 20:
+            ax.set_xscale("log")
+        _title(ax, key)
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def plot_budget_table(points: pd.DataFrame) -> bytes:
+    """PNG bytes: best accuracy reachable at label cost <= budget, one line per method, one subplot
+    per (dataset, weak_supervisor, student)."""
+    fig, panels = _panels(points, MODELS, "plot_budget_table")
+    colors = _colors(points["method"].astype(str))
+    for key, group, ax in panels:
+        for method, line in group.groupby("method", sort=True, observed=True):
+            across = method == ALL_METHODS
+            ax.plot(line["budget"], line["best_accuracy"], marker="" if across else "o",
+                    color=colors.get(method, "gray"), linewidth=2.2 if across else 1.2,
+                    label="all methods" if across else method)
+        ax.set(xlabel="budget (label units)", ylabel="best accuracy at label cost <= budget")
+        budgets = group["budget"]
+        if budgets.min() > 0 and budgets.max() / budgets.min() > 20:
+            ax.set_xscale("log")
+        _title(ax, key)
+        ax.legend(fontsize=7)
+    return _png(fig)

@@ -1,0 +1,242 @@
+"""Writing a sweep's frontier: one view (tables, figures, report.html) per cost model, the results
+table as read, and the manifest last, so that whoever finds the manifest finds every file it lists
+with the sha256 it lists (object storage has no transactions; `w2sweep.pull` relies on this).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from w2sweep import layout
+from w2sweep.frontier.plots import plot_budget_table, plot_curves, plot_frontier
+from w2sweep.frontier.read import (Inputs, Results, default_gpus, inputs_digest, read_inputs, read_results,
+                                   resolve_budgets, resolve_gpu_hour_price)
+from w2sweep.frontier.regimes import pgr, regimes
+from w2sweep.frontier.tables import (AXES, DEFAULT_GPU_HOUR_PRICE, add_dataset_groups, budget_points,
+                                     budget_table, curves, numeric, pareto_frontier, recost)
+from w2sweep.storage import Storage
+
+MANIFEST = "manifest.json"  # under <sweep>/frontier: what was computed, from which inputs
+
+
+# ---- one view -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Aggregate:
+    """The tables of one view of a sweep (one cost model)."""
+
+    curves: pd.DataFrame
+    frontier: pd.DataFrame
+    regimes: pd.DataFrame
+    budget_points: pd.DataFrame
+    budget_table: pd.DataFrame
+    pgr: pd.DataFrame
+
+
+def aggregate(results: pd.DataFrame, *, tolerance: float = 0.01, axis: str = "label",
+              gpu_hour_price: float = DEFAULT_GPU_HOUR_PRICE, label_unit_price: float = 1.0,
+              budgets: list[float] | None = None) -> Aggregate:
+    """curves -> frontier, regimes, budget table, PGR. `budgets` (label units) are the budget table's
+    rows; None: every budget a fraction cell was run at."""
+    table = curves(results)
+    if budgets is None:
+        budgets = sorted(table.loc[table["spending_fraction"].notna(), "budget"].unique().tolist())
+    points = budget_points(table, budgets=budgets)
+    return Aggregate(
+        curves=table,
+        frontier=pareto_frontier(table, axis=axis, gpu_hour_price=gpu_hour_price,
+                                 label_unit_price=label_unit_price),
+        regimes=regimes(table, tolerance=tolerance),
+        budget_points=points,
+        budget_table=budget_table(points),
+        pgr=pgr(table),
+    )
+
+
+def _fmt(value: float) -> str:
+    return format(value, "g")
+
+
+def view_outputs(agg: Aggregate, *, title: str, summary: dict, gpu_hour_price: float,
+                 label_unit_price: float, unreadable: dict[str, str] | None = None) -> dict[str, bytes]:
+    """The files of one view: CSVs, PNGs and report.html, by file name. `unreadable` ({key: reason})
+    is listed in the report only."""
+    from w2sweep.report import render_report
+
+    images = {
+        "curves.png": plot_curves(agg.curves),
+        "frontier.png": plot_frontier(agg.curves, agg.frontier, gpu_hour_price=gpu_hour_price,
+                                      label_unit_price=label_unit_price),
+        "budget_table.png": plot_budget_table(agg.budget_points),
+    }
+    tables = {
+        "curves.csv": agg.curves,
+        "frontier.csv": agg.frontier,
+        "regimes.csv": agg.regimes,
+        "budget_table.csv": agg.budget_table,
+        "pgr.csv": agg.pgr,
+    }
+    outputs = {name: frame.to_csv(index=False).encode() for name, frame in tables.items()}
+    outputs.update(images)
+    shown = dict(tables)
+    if unreadable:
+        shown["unreadable objects"] = pd.DataFrame(sorted(unreadable.items()), columns=["object", "reason"])
+    outputs["report.html"] = render_report(title=title, summary=summary, tables=shown, images=images).encode()
+    return outputs
+
+
+def results_parquet(results: pd.DataFrame) -> bytes:
+    """The results table as read (one row per readable cell object) as Parquet bytes. Columns whose
+    values JSON mixed types into become strings rather than failing the frontier."""
+    import pyarrow as pa
+
+    frame = results.assign(**{c: numeric(results, c) for c in ("spending_fraction", "accuracy", "gpu_seconds")
+                              if c in results})
+    buffer = io.BytesIO()
+    try:
+        frame.to_parquet(buffer, index=False)
+    except (pa.ArrowException, TypeError, ValueError):
+        mixed = [c for c in frame.columns if frame[c].dtype == object]
+        buffer = io.BytesIO()
+        frame.astype({c: str for c in mixed}).to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+# ---- writing a sweep's frontier -------------------------------------------------------------------
+
+def write_frontier(storage: Storage, sweep: str, *, tolerance: float = 0.01, axis: str = "label",
+                   gpu_hour_price: float | None = None, label_unit_price: float = 1.0,
+                   c_weak: list[float] = (), budgets: list[float] | None = None,
+                   dataset_groups: dict[str, list[str]] | None = None, num_threads: int = 32) -> dict:
+    """Read `sweep`'s results; write the CSVs, PNGs and report.html under ``<sweep>/frontier/`` (the
+    results' own costs) and, for each value of `c_weak`, under ``<sweep>/frontier/c_weak=<v>/``
+    (re-costed, nothing re-run); then ``frontier/results.parquet`` (the results table as read) and
+    last ``frontier/manifest.json``, listing every file with its sha256 and the inputs it was
+    computed from.
+
+    `gpu_hour_price` ($/GPU-hour): None takes sweep.yaml's ``gpu_hour_price`` (top level or under
+    ``costs``), else DEFAULT_GPU_HOUR_PRICE. `budgets` (label units): the budget table's rows; None
+    takes sweep.yaml's ``budgets``, else the results' budgets. Results without ``gpu_seconds`` or
+    ``config.resources.gpu`` use sweep.yaml's ``resources.gpu`` (else 0 GPUs) x wall_seconds.
+
+    Returns {"num_results", "num_ignored", "num_unreadable", "unreadable" (keys), "unreadable_reasons"
+    ({key: reason}), "keys" (written), "options" (as resolved)}. Raises ValueError when no cell has a
+    usable result or an option is out of range.
+    """
+    _check_options(axis=axis, gpu_hour_price=gpu_hour_price, label_unit_price=label_unit_price)
+    # As asked (None: decided below from sweep.yaml or the results), kept so a later `pull` that
+    # recomputes asks the same question of the new results.
+    requested = dict(tolerance=tolerance, axis=axis, gpu_hour_price=gpu_hour_price,
+                     label_unit_price=label_unit_price, c_weak=[float(v) for v in c_weak],
+                     budgets=None if budgets is None else [float(b) for b in budgets],
+                     dataset_groups={k: list(v) for k, v in (dataset_groups or {}).items()})
+    inputs = read_inputs(storage, sweep)
+    gpu_hour_price, price_source = resolve_gpu_hour_price(inputs.settings, gpu_hour_price)
+    budgets = resolve_budgets(inputs.settings, budgets)
+    read = read_results(storage, sweep, inputs.keys, gpus_per_cell=default_gpus(inputs.settings),
+                        num_threads=num_threads)
+    results = add_dataset_groups(read.table, dataset_groups or {})
+    resolved = requested | dict(gpu_hour_price=gpu_hour_price, budgets=budgets)
+    summary = _summary(storage, sweep, read, tolerance=tolerance, axis=axis, gpu_hour_price=gpu_hour_price,
+                       price_source=price_source, label_unit_price=label_unit_price)
+    files: dict[str, bytes] = {}
+    for price in [None, *map(float, c_weak)]:
+        files.update(_view_files(sweep, results, read.unreadable, summary, c_weak=price, tolerance=tolerance,
+                                 axis=axis, gpu_hour_price=gpu_hour_price, label_unit_price=label_unit_price,
+                                 budgets=budgets))
+    files["results.parquet"] = results_parquet(read.table)
+    manifest = _manifest(sweep, inputs, files, requested=requested, resolved=resolved)
+    written = _store(storage, sweep, files, manifest)
+    num_read = len(read.table)
+    return {
+        "num_results": num_read,
+        "num_ignored": num_read - read.num_usable,
+        "num_unreadable": len(read.unreadable),
+        "unreadable": sorted(read.unreadable),
+        "unreadable_reasons": read.unreadable,
+        "keys": written,
+        "options": resolved,
+    }
+
+
+def _check_options(*, axis: str, gpu_hour_price: float | None, label_unit_price: float) -> None:
+    """Refuse a bad option before anything is read: a typo must not cost a read of every result."""
+    if axis not in AXES:
+        raise ValueError(f"axis={axis!r}: allowed: {', '.join(AXES)}")
+    for name, value in (("gpu_hour_price", gpu_hour_price), ("label_unit_price", label_unit_price)):
+        if value is not None and not (value >= 0 and math.isfinite(value)):
+            raise ValueError(f"{name}={value!r}: must be a number >= 0 ($)")
+
+
+def _summary(storage: Storage, sweep: str, read: Results, *, tolerance: float, axis: str,
+             gpu_hour_price: float, price_source: str, label_unit_price: float) -> dict:
+    """The report's header: what was read and how every number was priced, so that a reader of
+    report.html alone can tell a measured compute cost from an estimated one."""
+    num_read = len(read.table)
+    return {
+        "sweep": sweep,
+        "storage": storage.uri,
+        "results read": num_read,
+        "results ignored (not ok or no accuracy)": num_read - read.num_usable,
+        "objects unreadable": len(read.unreadable),
+        "regime tolerance (accuracy)": tolerance,
+        "frontier axis": AXES[axis][1],
+        "GPU-hour price ($)": f"{_fmt(gpu_hour_price)} ({price_source})",
+        "label unit price ($, total axis)": label_unit_price,
+        "compute cost from": ", ".join(f"{k}: {v}" for k, v in read.compute_source.items()),
+    }
+
+
+def _view_files(sweep: str, results: pd.DataFrame, unreadable: dict[str, str], summary: dict, *,
+                c_weak: float | None, tolerance: float, axis: str, gpu_hour_price: float,
+                label_unit_price: float, budgets: list[float] | None) -> dict[str, bytes]:
+    """The files of one view by their name under ``frontier/``: the results' own label prices
+    (`c_weak` None) at the top, a re-costed view (nothing re-run) in ``c_weak=<v>/``."""
+    view_results = results if c_weak is None else recost(results, c_weak=c_weak)
+    agg = aggregate(view_results, tolerance=tolerance, axis=axis, gpu_hour_price=gpu_hour_price,
+                    label_unit_price=label_unit_price, budgets=budgets)
+    costs = sorted(set(zip(agg.curves["c_weak"], agg.curves["c_oracle"])))
+    view_summary = summary | {
+        "label prices (c_weak, c_oracle)": ", ".join(f"({_fmt(w)}, {_fmt(o)})" for w, o in costs)
+        + ("" if c_weak is None else " (re-costed: n_weak and n_oracle as run)"),
+    }
+    title = f"w2sweep frontier: {sweep}" + ("" if c_weak is None else f" (c_weak = {_fmt(c_weak)})")
+    prefix = "" if c_weak is None else f"c_weak={_fmt(c_weak)}/"
+    outputs = view_outputs(agg, title=title, summary=view_summary, gpu_hour_price=gpu_hour_price,
+                           label_unit_price=label_unit_price, unreadable=unreadable)
+    return {prefix + name: data for name, data in outputs.items()}
+
+
+def _manifest(sweep: str, inputs: Inputs, files: dict[str, bytes], *, requested: dict, resolved: dict) -> dict:
+    """What was computed from what: `pull` compares ``inputs_digest`` to decide whether to recompute,
+    re-asks ``options``, and checks every file it copies against its sha256."""
+    return {
+        "sweep": sweep,
+        "inputs_digest": inputs_digest(inputs.keys, inputs.sweep_yaml),
+        "num_cells": len(inputs.keys),
+        "options": requested,
+        "resolved": resolved,
+        "files": {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+                  for name, data in files.items()},
+    }
+
+
+def _store(storage: Storage, sweep: str, files: dict[str, bytes], manifest: dict) -> list[str]:
+    """Write `files` under ``<sweep>/frontier/``, then the manifest: the keys written, in order."""
+    written = []
+    for name, data in files.items():
+        written.append(layout.frontier(sweep, name))
+        storage.write_bytes(written[-1], data)
+    written.append(manifest_key(sweep))
+    storage.write_bytes(written[-1], json.dumps(manifest, indent=1, sort_keys=True).encode())
+    return written
+
+
+def manifest_key(sweep: str) -> str:
+    return layout.frontier(sweep, MANIFEST)
