@@ -30,14 +30,14 @@ from w2sweep.frontier import (
     regimes,
     write_frontier,
 )
-from w2sweep.results import CellResult, cell_key, read_cells
+from w2sweep.results import REQUIRED_FIELDS, CellResult, cell_key, read_cells
 from w2sweep.storage import Storage
 
 nan = math.nan
 
 
 def row(accuracy: float, *, method="seq-sft", budget=10.0, fraction=0.5, seed=0, **overrides) -> dict:
-    """One result row as `read_results` returns it; counts and cost follow the cost model unless given."""
+    """One result row as `read_cells` returns it; counts and cost follow the cost model unless given."""
     c_weak, c_oracle = 0.1, 1.0
     n_weak, n_oracle = label_counts(budget, fraction, c_weak=c_weak, c_oracle=c_oracle) if fraction is not None else (0, 0)
     n_weak, n_oracle = overrides.pop("n_weak", n_weak), overrides.pop("n_oracle", n_oracle)
@@ -216,12 +216,16 @@ def as_cell_result(r: dict) -> CellResult:
                       auroc_ci=(r["auroc_ci_low"], r["auroc_ci_high"]))
 
 
+RECORDED_LATER = ("num_gpus", "gpu_seconds")  # CellResult fields older results do not have
+
+
 def cell_json(r: dict) -> bytes:
-    """The JSON a finished cell writes for row `r`; keys CellResult does not know (``gpu_seconds``,
-    ``config``) are added as a newer runner would write them."""
+    """The JSON a finished cell writes for row `r`; keys CellResult does not know are added as they
+    are. A row without ``num_gpus``/``gpu_seconds`` is written as an older result: without them."""
     known = {f.name for f in dataclasses.fields(CellResult)} | {
         "accuracy_ci_low", "accuracy_ci_high", "auroc_ci_low", "auroc_ci_high"}
     obj = json.loads(as_cell_result({k: v for k, v in r.items() if k in known}).to_json())
+    obj = {k: v for k, v in obj.items() if k not in RECORDED_LATER or k in r}
     return json.dumps(obj | {k: v for k, v in r.items() if k not in known}).encode()
 
 
@@ -314,12 +318,28 @@ def test_unknown_axis_is_refused():
 
 
 def test_gpu_seconds_are_recorded_else_wall_times_gpus_per_cell_else_zero():
-    t = table(row(0.7, gpu_seconds=100.0, wall_seconds=1.5, gpus_per_cell=4.0),
-              row(0.7, gpu_seconds=nan, wall_seconds=10.0, gpus_per_cell=2.0),
-              row(0.7, gpu_seconds=nan, wall_seconds=10.0, gpus_per_cell=nan))
-    assert gpu_seconds(t).tolist() == [100.0, 20.0, 0.0]
-    assert gpu_seconds(t, default_gpus=1.0).tolist() == [100.0, 20.0, 10.0]
+    t = table(row(0.7, num_gpus=4.0, gpu_seconds=100.0, wall_seconds=1.5),  # as recorded, not 4 x 1.5
+              row(0.7, num_gpus=0.0, gpu_seconds=0.0, wall_seconds=10.0),   # a CPU-only cell
+              row(0.7, wall_seconds=10.0))  # an older result: neither recorded
+    assert gpu_seconds(t).tolist() == [100.0, 0.0, 0.0]
+    assert gpu_seconds(t, default_gpus=2.0).tolist() == [100.0, 0.0, 20.0]  # a recorded 0 stays 0
     assert gpu_seconds(table(row(0.7))).tolist() == [0.0]  # nothing recorded, no GPUs known
+
+
+def test_stored_gpu_seconds_are_used_when_present_and_older_results_fall_back(tmp_path):
+    storage = Storage.from_uri(str(tmp_path))
+    write_cells(storage, [
+        row(0.70, fraction=0.0, num_gpus=2.0, gpu_seconds=1200.0, wall_seconds=600.0),
+        row(0.75, fraction=0.5, num_gpus=0.0, gpu_seconds=0.0, wall_seconds=600.0),  # ran on CPUs
+        row(0.80, fraction=1.0, wall_seconds=600.0),  # older: sweep.yaml's 1 GPU per cell x 600 s
+    ])
+    storage.write_bytes("demo/sweep.yaml", b"resources: {cpu: 1, gpu: 1}\n")
+    results, _ = read_cells(storage, storage.list("demo/cells", suffix=".json"))
+    by_fraction = results.set_index("spending_fraction")
+    assert by_fraction.loc[0.5, "gpu_seconds"] == 0.0 and math.isnan(by_fraction.loc[1.0, "gpu_seconds"])
+    write_frontier(storage, "demo")
+    c = pd.read_csv(io.BytesIO(storage.read_bytes("demo/frontier/curves.csv")))
+    assert c["gpu_seconds_mean"].tolist() == [1200.0, 0.0, 600.0]
 
 
 def test_compute_cost_from_storage_uses_result_then_config_then_sweep_yaml(tmp_path):
@@ -523,6 +543,10 @@ def test_read_cells_reports_unreadable_objects_with_a_reason(tmp_path):
     assert (by_seed.loc[0, "gpu_seconds"], by_seed.loc[0, "gpus_per_cell"]) == (12.0, 4.0)
     assert math.isnan(by_seed.loc[1, "gpu_seconds"]) and math.isnan(by_seed.loc[1, "gpus_per_cell"])
     assert "config" not in results
+
+
+def test_the_required_fields_are_cell_result_fields():
+    assert set(REQUIRED_FIELDS) <= {f.name for f in dataclasses.fields(CellResult)}
 
 
 def test_frontier_and_budget_plots_are_png_even_when_empty():

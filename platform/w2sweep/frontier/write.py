@@ -122,8 +122,9 @@ def write_frontier(storage: Storage, sweep: str, *, tolerance: float = 0.01, axi
 
     `gpu_hour_price` ($/GPU-hour): None takes sweep.yaml's ``gpu_hour_price`` (top level or under
     ``costs``), else DEFAULT_GPU_HOUR_PRICE. `budgets` (label units): the budget table's rows; None
-    takes sweep.yaml's ``budgets``, else the results' budgets. Results without ``gpu_seconds`` or
-    ``config.resources.gpu`` use sweep.yaml's ``resources.gpu`` (else 0 GPUs) x wall_seconds.
+    takes sweep.yaml's ``budgets``, else the results' budgets. Compute is each result's recorded
+    ``gpu_seconds``; only older results, written before the runner recorded it, are estimated as
+    wall_seconds x their ``config.resources.gpu``, else sweep.yaml's ``resources.gpu``, else 0 GPUs.
 
     Returns {"num_results", "num_ignored", "num_unreadable", "unreadable" (keys), "unreadable_reasons"
     ({key: reason}), "keys" (written), "options" (as resolved)}. Raises ValueError when no cell has a
