@@ -37,7 +37,6 @@ def test_method_names_parse_into_stages():
     assert not prompt.train and prompt.fewshot and prompt.fixed_fraction is None
     assert parse_method("sft-weak+logconf").fixed_fraction == 0.0
     assert parse_method("sft-oracle+fewshot").fixed_fraction == 1.0
-    assert parse_method("ceiling").whole_pool
     # Every non-default loss is a suffix that sets the weak stage's loss.
     for loss in set(LOSSES) - {"xent"}:
         assert parse_method(f"seq-sft+{loss}").stages[0].loss == loss
