@@ -83,7 +83,7 @@ class Cell:
     features_key: str | None  # content key of a head-only student's stored features; None: it runs its body
     result_key: str  # where its result is stored (`layout.result`)
     num_gpus: float  # GPUs the cell holds while it trains: num_workers x gpus_per_worker
-    prerequisites: tuple[Prerequisite, ...] = field(hash=False)  # what it reads that is computed once per key
+    prerequisites: list[Prerequisite] = field(hash=False)  # what it reads that is computed once per key
 
     def canonical(self) -> dict:
         """Everything that determines the result, and nothing else (not the sweep's name)."""
@@ -116,8 +116,8 @@ class Cell:
         dataset, student = DatasetSpec(**d["dataset"]), ModelSpec(**d["student"])
         recipe = Method(**{**r["method"], "stages": tuple(Stage(**s) for s in r["method"]["stages"])})
         settings = TrainSettings(**r["settings"])
-        needs = tuple(_prerequisite(n["kind"], n["key"], d["sweep"], dataset, weak, student, d["seed"], settings)
-                      for n in r["prerequisites"])
+        needs = [_prerequisite(n["kind"], n["key"], d["sweep"], dataset, weak, student, d["seed"], settings)
+                 for n in r["prerequisites"]]
         return cls(
             sweep=d["sweep"], dataset=dataset, weak_supervisor=weak, student=student,
             method=d["method"], budget=d["budget"], spending_fraction=d["spending_fraction"],
@@ -176,8 +176,8 @@ def resolve_cell(sweep: str, dataset: DatasetSpec, weak_supervisor: ModelSpec | 
     return Cell(sweep, **identity, cell_id=cell_id, recipe=recipe, settings=settings, weak_key=weak_key,
                 features_key=feats, result_key=layout.result(sweep, cell_id),
                 num_gpus=cell_gpus(student, resources),
-                prerequisites=tuple(_prerequisite(kind, key, sweep, dataset, weak_supervisor, student, seed, settings)
-                                    for kind, key in needs))
+                prerequisites=[_prerequisite(kind, key, sweep, dataset, weak_supervisor, student, seed, settings)
+                               for kind, key in needs])
 
 
 def method_options_for(method: Method, options: MethodOptions) -> dict:
