@@ -43,8 +43,8 @@ def main() -> None:
     from w2sweep.cells import _train_and_score
     from w2sweep.config import parse_config
     from w2sweep.features import ensure_features, load_features
-    from w2sweep.grid import expand_cells, pools_for, resolve_settings
-    from w2sweep.methods import parse_method
+    from w2sweep.data import pools_for
+    from w2sweep.grid import expand_cells
     from w2sweep.storage import Storage
     from w2sweep.weak import ensure_weak_labels, load_weak_labels
 
@@ -65,16 +65,15 @@ def main() -> None:
         first = cells[0]
         ensure_weak_labels(storage, config.name, first.dataset, first.weak_supervisor, first.seed)
         t = time.monotonic()
-        ensure_features(storage, config.name, first.dataset, first.student, first.seed, first.max_length)
+        ensure_features(storage, config.name, first.dataset, first.student, first.seed, first.settings.max_length)
         compute_s = time.monotonic() - t
         stored = load_features(storage, config.name, first.features_key).pools
         pools, weak = pools_for(first.dataset, first.seed), load_weak_labels(storage, config.name, first.weak_key)
-        settings = resolve_settings(first.student)
         seconds = {"stored": [], "body": []}
         for cell in cells:
             for side, features in (("body", None), ("stored", stored)):
                 t = time.monotonic()
-                _train_and_score(cell, parse_method(cell.method), pools, weak, settings, features)
+                _train_and_score(cell, pools, weak, features)
                 seconds[side].append(time.monotonic() - t)
     body, with_features = statistics.mean(seconds["body"]), statistics.mean(seconds["stored"])
     report = dict(

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from w2sweep.grid import expand_cells, pools_for
+from w2sweep.grid import check_references, expand_cells
 from w2sweep.config import ConfigError, DatasetSpec, parse_config
-from w2sweep.data import DataError, load_task
+from w2sweep.data import DataError, load_task, pools_for, resolve_dataset
 from w2sweep.data.registry import loaders
 from w2sweep.storage import Storage
 from w2sweep.weak import ensure_weak_labels, load_weak_labels, weak_labels_key
@@ -150,14 +150,27 @@ def test_hub_source_reads_a_saved_dataset_through_its_loader(tmp_path):
 
 
 def test_hub_dataset_named_like_a_loader_defaults_to_its_hub_id():
-    boolq = DatasetSpec(name="boolq", source="hub")
+    # The schema knows no loader: the defaults are filled in when the grid is planned.
+    boolq = resolve_dataset(DatasetSpec(name="boolq", source="hub"))
     assert (boolq.loader, boolq.path, boolq.subset) == ("boolq", "google/boolq", None)
-    paws = DatasetSpec(name="paws", source="hub")
+    paws = resolve_dataset(DatasetSpec(name="paws", source="hub"))
     assert (paws.loader, paws.path, paws.subset) == ("paws", "google-research-datasets/paws", "labeled_final")
-    mine = DatasetSpec(name="my-sciq", source="hub", loader="sciq")
+    mine = resolve_dataset(DatasetSpec(name="my-sciq", source="hub", loader="sciq"))
     assert mine.path == "allenai/sciq"
-    assert DatasetSpec(name="boolq", source="hub", path="me/boolq-mirror").loader is None  # a path: plain columns
+    mirror = DatasetSpec(name="boolq", source="hub", path="me/boolq-mirror")
+    assert resolve_dataset(mirror).loader is None  # a path: plain columns
     assert DatasetSpec.model_validate_json(boolq.model_dump_json()) == boolq  # a cell's JSON round trip
+    assert resolve_dataset(boolq) == boolq
+
+
+def test_a_hub_loader_filled_in_by_name_is_checked_like_a_named_one():
+    config = dict(name="x", datasets=[dict(name="boolq", source="hub", text="question")],
+                  weak_supervisors=[dict(model="tiny-bert")], students=[dict(model="tiny-bert")],
+                  methods=["seq-sft"], budgets=[1], spending_fractions=[0])
+    with pytest.raises(ConfigError) as err:
+        check_references(parse_config(config))
+    assert err.value.lines == ["config error: datasets.0: dict: loader 'boolq' makes the text and label itself; "
+                               "drop `text`, `label` and `label_map`"]
 
 
 @pytest.mark.parametrize("fields,expected", [
@@ -170,8 +183,8 @@ def test_bad_loader_settings_are_one_line_config_errors(tmp_path, fields, expect
     config = dict(name="x", datasets=[dict(name="d", source="local", path=str(path), **fields)],
                   weak_supervisors=[dict(model="tiny-bert")], students=[dict(model="tiny-bert")],
                   methods=["seq-sft"], budgets=[1], spending_fractions=[0])
-    with pytest.raises(ConfigError) as err:
-        parse_config(config)
+    with pytest.raises(ConfigError) as err:  # the schema, or (an unknown loader) the planning step
+        check_references(parse_config(config))
     assert len(err.value.lines) == 1 and expected in err.value.lines[0]
     assert err.value.lines[0].startswith("config error: datasets.0")
 

@@ -78,7 +78,7 @@ def test_settings_without_effect_warn():
 def test_compile_reaches_the_training_settings_of_one_worker_without_a_warning():
     import warnings
 
-    from w2sweep.grid import resolve_settings
+    from w2sweep.models import resolve_settings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -228,10 +228,10 @@ def test_example_configs_parse():
 
 
 def test_paper_config_is_the_scalable_elicitation_grid():
-    from w2sweep.grid import expand_cells
     from w2sweep.config import load_config
+    from w2sweep.grid import check_references, expand_cells
 
-    config = load_config(REPO / "jobs" / "configs" / "paper.yaml")
+    config = check_references(load_config(REPO / "jobs" / "configs" / "paper.yaml"))
     assert config.spending_fractions == [0, 0.05, 0.2, 0.4, 0.6, 0.8, 1]
     assert min(config.budgets) == 16 and max(config.budgets) == 4096
     assert [d.name for d in config.datasets] == [

@@ -11,7 +11,8 @@ import torch
 
 from w2sweep import cells as cells_module
 from w2sweep.cells import _stage_data, run_cell
-from w2sweep.grid import Cell, expand_cells, method_options_for, pools_for
+from w2sweep.data import pools_for
+from w2sweep.grid import Cell, expand_cells, method_options_for, resolve_cell
 from w2sweep.config import ConfigError, MethodOptions, parse_config
 from w2sweep.data.synthetic import make_sentiment
 from w2sweep.losses import LOSSES, loss_defaults
@@ -37,7 +38,6 @@ def test_method_names_parse_into_stages():
     assert not prompt.train and prompt.fewshot and prompt.fixed_fraction is None
     assert parse_method("sft-weak+logconf").fixed_fraction == 0.0
     assert parse_method("sft-oracle+fewshot").fixed_fraction == 1.0
-    assert parse_method("ceiling").whole_pool
     # Every non-default loss is a suffix that sets the weak stage's loss.
     for loss in set(LOSSES) - {"xent"}:
         assert parse_method(f"seq-sft+{loss}").stages[0].loss == loss
@@ -180,9 +180,9 @@ def make_cell(config, method, n_weak, n_oracle, *, student=None):
     if student is None:  # shots need room: a few-shot prompt is several examples long
         student = config.students[0]
         student = student.model_copy(update=dict(max_length=160)) if m.fewshot else student
-    return Cell(config.name, config.datasets[0], config.weak_supervisors[0], student,
-                m.name, float(n_weak * 0.1 + n_oracle), None, n_weak, n_oracle, 0, config.costs,
-                method_options_for(m, config.method_options))
+    return resolve_cell(config.name, config.datasets[0], config.weak_supervisors[0], student,
+                        m.name, float(n_weak * 0.1 + n_oracle), None, n_weak, n_oracle, 0, config.costs,
+                        method_options_for(m, config.method_options))
 
 
 # method, n_weak, n_oracle, expected stages: (source, loss, number of texts trained on)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from w2sweep.grid import resolve_settings
 from w2sweep.config import ModelSpec
-from w2sweep.models import ModelError, default_settings, fetch_packaged, load_classifier, load_tokenizer
+from w2sweep.models import (ModelError, default_settings, fetch_packaged, load_classifier, load_tokenizer,
+                            resolve_settings)
 from w2sweep.train import TokenizedTexts, TrainSettings, fine_tune
 
 TEXTS = ["a wonderful, moving film", "dull", "I loved every minute of it", "a dreadful mess of a movie"] * 8

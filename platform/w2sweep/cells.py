@@ -1,5 +1,6 @@
 """Run one cell: the plain function a Tune trial calls, and what a test or a GPU box calls directly.
-Nothing here imports Ray. The grid itself (cells, ids, prerequisites) is `w2sweep.grid`.
+Nothing here imports Ray. The grid itself (cells, ids, prerequisites) is `w2sweep.grid`; a cell comes
+resolved from there (method stages, settings, keys, GPUs), and nothing here derives them again.
 """
 
 from __future__ import annotations
@@ -10,17 +11,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from w2sweep.data import Pools
+from w2sweep.data import Pools, pools_for
 from w2sweep.features import Features, head_on_features, load_features
-from w2sweep.grid import Cell, pools_for, resolve_settings
+from w2sweep.grid import Cell
 from w2sweep.losses import make_loss
-from w2sweep.methods import Method, parse_method
 from w2sweep.metrics import evaluate
 from w2sweep.models import load_classifier, load_kwargs
 from w2sweep.prompting import fewshot_prefix, load_causal_lm, prompt_scores, prompt_text, warn_if_truncated
-from w2sweep.results import CellResult, cell_key
+from w2sweep.results import CellResult
 from w2sweep.storage import AlreadyExists, Storage
-from w2sweep.train import TokenizedTexts, TrainHooks, TrainSettings, fine_tune, is_main_process, predict
+from w2sweep.train import TokenizedTexts, TrainHooks, fine_tune, is_main_process, predict
 from w2sweep.weak import WeakLabels, load_weak_labels
 
 
@@ -66,8 +66,8 @@ def _show(prefix: str, texts: list[str], fewshot: bool) -> list[str]:
     return [prompt_text(prefix, t) for t in texts] if fewshot else texts
 
 
-def _train_and_score(cell: Cell, method: Method, pools: Pools, weak: WeakLabels, settings: TrainSettings,
-                     features: dict[str, np.ndarray] | None, hooks: TrainHooks | None = None) -> np.ndarray:
+def _train_and_score(cell: Cell, pools: Pools, weak: WeakLabels, features: dict[str, np.ndarray] | None,
+                     hooks: TrainHooks | None = None) -> np.ndarray:
     """Fine-tune the student through the method's stages; P(label=1) on the test pool, shape [N].
 
     With `features` (a head-only student's stored frozen-body features, one array per pool) the
@@ -77,6 +77,7 @@ def _train_and_score(cell: Cell, method: Method, pools: Pools, weak: WeakLabels,
     prefixed to its training and validation texts; the test texts get the prefix of the last stage
     that bought labels. Prompts are truncated from the left, so a long prefix loses its first shots,
     never the example itself."""
+    method, settings = cell.recipe, cell.settings
     tokenizer, model = load_classifier(cell.student.model, seed=cell.seed, **load_kwargs(cell.student))
     if method.fewshot:
         tokenizer.truncation_side = "left"
@@ -112,14 +113,14 @@ def _train_and_score(cell: Cell, method: Method, pools: Pools, weak: WeakLabels,
     return predict(trained, examples("test"))
 
 
-def _prompt_and_score(cell: Cell, method: Method, pools: Pools, weak: WeakLabels,
-                      settings: TrainSettings) -> np.ndarray:
+def _prompt_and_score(cell: Cell, pools: Pools, weak: WeakLabels) -> np.ndarray:
     """fewshot-prompt: every label the cell bought is a shot (weak-labelled shots from the weak-label
     pool, gold shots from the oracle pool), shuffled by the seed into one prompt to the causal-LM
     student; P(label=1) on the test pool, shape [N], is sigmoid(logit("1") - logit("0"))."""
     counts = {"weak": cell.n_weak, "oracle": cell.n_oracle}
+    settings = cell.settings
     texts, labels = [], []
-    for stage in method.stages:
+    for stage in cell.recipe.stages:
         data = _stage_data(stage.labels, counts[stage.labels], pools, weak, num_shots=counts[stage.labels])
         texts += data.shot_texts
         labels += list(data.shot_labels)
@@ -137,7 +138,7 @@ def warm_up(cell: Cell) -> None:
     that would otherwise sit idle waiting for weak labels does this instead, and its first cell starts
     warm (~2 s of a first tiny-bert cell on the CPU)."""
     pools_for(cell.dataset, cell.seed)
-    if parse_method(cell.method).train:
+    if cell.recipe.train:
         load_classifier(cell.student.model, seed=cell.seed, **load_kwargs(cell.student))
 
 
@@ -149,15 +150,14 @@ def run_cell(cell: Cell, storage: Storage, *, hooks: TrainHooks | None = None) -
 
     The same function runs in one process and on every rank of a torch.distributed group (a Ray
     Train worker group, `w2sweep.distributed`): training goes through DeepSpeed there, every rank
-    returns the result, and only rank 0 writes it. `hooks` checkpoint and resume the training."""
+    returns the result, and only rank 0 writes it. `hooks` checkpoint and resume the training.
+    The result records the GPUs the cell held (`cell.num_gpus`) and their GPU-seconds."""
     start = time.monotonic()
     for need in cell.prerequisites:  # stored already when a sweep runs the cell: one lookup each
         need.ensure(storage)
     pools = pools_for(cell.dataset, cell.seed)
     weak = load_weak_labels(storage, cell.sweep, cell.weak_key)
-    settings = resolve_settings(cell.student)
-    method = parse_method(cell.method)
-    if method.train:
+    if cell.recipe.train:
         features = None
         if cell.features_key is not None:
             stored = load_features(storage, cell.sweep, cell.features_key)
@@ -165,10 +165,11 @@ def run_cell(cell: Cell, storage: Storage, *, hooks: TrainHooks | None = None) -
                 warnings.warn(f"student {cell.student.label!r} trains its head through the body in every "
                               f"step: no stored features ({stored.reason})", stacklevel=2)
             features = stored.pools
-        scores = _train_and_score(cell, method, pools, weak, settings, features, hooks=hooks)
+        scores = _train_and_score(cell, pools, weak, features, hooks=hooks)
     else:
-        scores = _prompt_and_score(cell, method, pools, weak, settings)
+        scores = _prompt_and_score(cell, pools, weak)
     m = evaluate(scores, pools.test.labels, seed=cell.seed)
+    wall_seconds = time.monotonic() - start
     result = CellResult(
         cell_id=cell.cell_id, sweep=cell.sweep, dataset=cell.dataset.name,
         weak_supervisor=cell.weak_name, student=cell.student.label, method=cell.method,
@@ -176,13 +177,13 @@ def run_cell(cell: Cell, storage: Storage, *, hooks: TrainHooks | None = None) -
         n_weak=cell.n_weak, n_oracle=cell.n_oracle, label_cost=cell.label_cost,
         c_weak=cell.costs.c_weak, c_oracle=cell.costs.c_oracle,
         accuracy=m["accuracy"], accuracy_ci=m["accuracy_ci"], auroc=m["auroc"], auroc_ci=m["auroc_ci"],
-        weak_accuracy=weak.test_accuracy, num_test=len(pools.test),
-        wall_seconds=time.monotonic() - start, config=cell.canonical(),
+        weak_accuracy=weak.test_accuracy, num_test=len(pools.test), wall_seconds=wall_seconds,
+        num_gpus=cell.num_gpus, gpu_seconds=cell.num_gpus * wall_seconds, config=cell.canonical(),
     )
     if not is_main_process():
         return result
     try:
-        storage.write_once(cell_key(cell.sweep, cell.cell_id), result.to_json())
+        storage.write_once(cell.result_key, result.to_json())
     except AlreadyExists:
         pass  # another attempt of this cell finished first; its result stands
     return result

@@ -35,16 +35,15 @@ class BadInput(Exception):
 
 
 def _plan(path: str):
-    """Load, validate and expand a config; every problem becomes a BadInput line."""
-    from w2sweep.grid import check_capacity, expand_cells
+    """Load and validate a config, check its references and expand it (`w2sweep.grid.plan`); every
+    problem becomes a BadInput line. Returns the resolved config and its cells."""
     from w2sweep.config import ConfigError, load_config
     from w2sweep.data import DataError
+    from w2sweep.grid import plan
     from w2sweep.models import ModelError
 
     try:
-        config = load_config(path)
-        cells = expand_cells(config)
-        check_capacity(config, cells)
+        config, cells = plan(load_config(path))
     except ConfigError as e:
         raise BadInput(e.lines) from None
     except (DataError, ModelError) as e:

@@ -15,7 +15,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from w2sweep.methods import canonical_name, parse_method
-from w2sweep.models import check_model_reference
 
 
 class ConfigError(ValueError):
@@ -51,7 +50,7 @@ class DatasetSpec(_Strict):
     `loader` names a hub dataset family (`w2sweep.data.registry`: boolq, hellaswag, sciq, ...) whose
     converter turns rows in that hub dataset's own format into a class-balanced binary task, in place
     of `text`/`label`. With `source: hub`, a `name` that is a loader's name and no `path` means that
-    loader on its hub dataset (``{name: boolq, source: hub}``). `weak_label` names a column of weak
+    loader on its hub dataset (``{name: boolq, source: hub}``; `w2sweep.data.resolve_dataset`). `weak_label` names a column of weak
     labels (P(label=1), or labels like `label`): no weak supervisor is trained for this dataset."""
 
     name: str
@@ -67,31 +66,13 @@ class DatasetSpec(_Strict):
     num_examples: PositiveInt | None = None  # synthetic: how many to make; others: a cap on rows read
     pools: PoolSizes = PoolSizes()
 
-    @model_validator(mode="before")
-    @classmethod
-    def _hub_loader_defaults(cls, data):
-        """`source: hub` + a loader (named, or the dataset's name) and no path: the loader's hub id."""
-        if not isinstance(data, dict) or data.get("source") != "hub" or data.get("path"):
-            return data
-        from w2sweep.data.registry import loaders
-
-        name = data.get("loader") or (data.get("name") if data.get("name") in loaders() else None)
-        if name in loaders():
-            data = {**data, "loader": name, "path": loaders()[name].hub_id}
-            data.setdefault("subset", loaders()[name].subset)
-        return data
-
     @model_validator(mode="after")
-    def _path_required(self) -> DatasetSpec:
-        if self.source != "synthetic" and not self.path:
+    def _consistent(self) -> DatasetSpec:
+        """The fields agree with each other. Whether the data exist (a local path, a synthetic task, a
+        loader) is checked when the grid is planned (`w2sweep.grid.check_references`)."""
+        if self.source == "local" and not self.path:
             raise ValueError(f"source '{self.source}' needs `path` (a file/directory or hub id)")
-        if self.source == "local" and not Path(self.path).expanduser().exists():
-            raise ValueError(f"path {self.path!r} does not exist")
         if self.loader is not None:
-            from w2sweep.data.registry import loaders
-
-            if self.loader not in loaders():
-                raise ValueError(f"unknown loader {self.loader!r}; allowed: {', '.join(sorted(loaders()))}")
             if self.source == "synthetic":
                 raise ValueError(f"loader {self.loader!r} reads local or hub rows, not source 'synthetic'")
             if (self.text, self.label, self.label_map) != ("text", "label", None):
@@ -100,19 +81,13 @@ class DatasetSpec(_Strict):
         if self.weak_label is not None and (self.loader is not None or self.source == "synthetic"):
             raise ValueError(f"weak_label {self.weak_label!r} needs a column mapping (`text`/`label` of a local "
                              "or hub dataset); it cannot be combined with a loader or a synthetic task")
-        if self.source == "synthetic":
-            from w2sweep.data.synthetic import SYNTHETIC_TASKS
-
-            if self.name not in SYNTHETIC_TASKS:
-                raise ValueError(
-                    f"unknown synthetic dataset {self.name!r}; allowed: {sorted(SYNTHETIC_TASKS)}"
-                )
         return self
 
 
 class ModelSpec(_Strict):
     """A student or weak supervisor. `model` is a packaged name (``minilm-l6``), a tiny random
-    config (``tiny-bert``), a local directory or a hub id. Unset training settings take the
+    config (``tiny-bert``), a local directory or a hub id (checked when the grid is planned:
+    `w2sweep.grid.check_references`). Unset training settings take the
     model's defaults (`w2sweep.models.default_settings`)."""
 
     model: str
@@ -143,12 +118,6 @@ class ModelSpec(_Strict):
     # torch.compile the training forward (one worker): on a GPU a 0.5B student's steps ran 1.5x faster,
     # after a compile of about 80 s in every cell process (docs/benchmarks.md, P2).
     compile: bool = False
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        check_model_reference(value)
-        return value
 
     @model_validator(mode="after")
     def _consistent_training(self) -> ModelSpec:
@@ -281,6 +250,13 @@ class SweepConfig(_Strict):
                           stacklevel=3)
 
 
+def error_line(field: str, value: object, msg: str) -> str:
+    """One bad value as the line the CLI prints: the field, the value (a section by its type) and
+    what is allowed. The schema's errors and the planning step's reference checks share it."""
+    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    return f"config error: {field}: {shown}: {msg}"
+
+
 def _format_error(err: dict) -> str:
     field = ".".join(str(p) for p in err["loc"]) or "<top level>"
     msg = err["msg"].removeprefix("Value error, ")
@@ -288,9 +264,7 @@ def _format_error(err: dict) -> str:
         return f"config error: {field}: unknown key (not a field of this section)"
     if err["type"] == "missing":
         return f"config error: {field}: required field is missing"
-    value = err.get("input")
-    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
-    return f"config error: {field}: {shown}: {msg}"
+    return error_line(field, err.get("input"), msg)
 
 
 def parse_config(raw: object) -> SweepConfig:

@@ -150,7 +150,7 @@ def _reproduces(head, h, logits) -> bool:
 
 def compute_features(dataset, student, seed: int, max_length: int) -> StoredFeatures:
     """Load the student as `load_classifier` does for a cell and record its head's input on every pool."""
-    from w2sweep.grid import pools_for
+    from w2sweep.data import pools_for
     from w2sweep.models import load_classifier, load_kwargs
     from w2sweep.train import TokenizedTexts
 

@@ -1,30 +1,35 @@
-"""The grid: cells expanded from a config, their ids, what each needs computed first, and the settings
-and pools they train with. No torch and no Ray: the driver plans a sweep, and `w2sweep validate` and
-`status` answer, without loading either; `w2sweep.cells` runs a cell.
+"""The grid: cells expanded from a config, each resolved once (its method's stages, training settings,
+stored-object keys, prerequisites and GPUs), and the planning step that checks a config's references
+first (`plan`). No torch and no Ray: the driver plans a sweep, and `w2sweep validate` and `status`
+answer, without loading either; `w2sweep.cells` runs a cell from what it carries.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 
-from w2sweep import costs
-from w2sweep.config import ConfigError, Costs, DatasetSpec, MethodOptions, ModelSpec, Resources, SweepConfig
-from w2sweep.data import Pools, load_task, make_pools
+from pydantic import ValidationError
+
+from w2sweep import costs, layout
+from w2sweep.config import (ConfigError, Costs, DatasetSpec, MethodOptions, ModelSpec, Resources, SweepConfig,
+                            error_line)
+from w2sweep.data import dataset_problem, pools_for, resolve_dataset
 from w2sweep.features import ensure_features, features_key, uses_features
 from w2sweep.features import object_key as features_object_key
 from w2sweep.losses import loss_defaults
-from w2sweep.methods import CEILING, Method, parse_method
-from w2sweep.models import TrainSettings, default_settings
+from w2sweep.methods import CEILING, Method, Stage, parse_method
+from w2sweep.models import ModelError, TrainSettings, check_model_reference, resolve_settings
 from w2sweep.prompting import is_encoder
 from w2sweep.results import RESULT_SCHEMA_VERSION
 from w2sweep.storage import Storage
 from w2sweep.weak import ensure_weak_labels, weak_labels_key, weak_source_name
 from w2sweep.weak import object_key as weak_object_key
+
+WEAK_LABELS, FEATURES = "weak labels", "features"  # the kinds of prerequisite
 
 
 def content_hash(obj: object) -> str:
@@ -38,7 +43,7 @@ class Prerequisite:
     student's frozen-body features. `ensure(storage)` computes and stores it unless it is stored; a
     sweep runs it as a task of its own, on the student's resources where `student` is set."""
 
-    kind: str  # "weak labels" or "features": what progress bars and errors call it
+    kind: str  # WEAK_LABELS or FEATURES: what progress bars and errors call it
     key: str  # the stored object's key
     compute: Callable  # compute(storage, *args): computes and stores unless stored
     args: tuple
@@ -50,15 +55,19 @@ class Prerequisite:
 
 @dataclass(frozen=True)
 class Cell:
-    """One point of the grid; `n_weak`/`n_oracle` are already costed. `weak_supervisor` is None when
-    the dataset brings its own weak-label column; `options` holds the method options the method reads
-    (`method_options_for`)."""
+    """One point of the grid, resolved once when the grid is expanded (`resolve_cell`).
+
+    The fields before `_` are the cell's identity: `canonical()` hashes them into `cell_id`.
+    `n_weak`/`n_oracle` are already costed; `weak_supervisor` is None when the dataset brings its own
+    weak-label column; `options` holds the method options the method reads (`method_options_for`).
+    The fields after `_` follow from the identity and the sweep's resources; they travel in the
+    cell's JSON beside it, so a trial reads them instead of deriving them again."""
 
     sweep: str
     dataset: DatasetSpec
     weak_supervisor: ModelSpec | None
     student: ModelSpec
-    method: str
+    method: str  # the method's canonical name, as results carry it
     budget: float
     spending_fraction: float | None
     n_weak: int
@@ -66,50 +75,19 @@ class Cell:
     seed: int
     costs: Costs
     options: dict = field(default_factory=dict, hash=False)
+    _: KW_ONLY
+    cell_id: str
+    recipe: Method  # `method` parsed into its stages
+    settings: TrainSettings  # the student's, defaults overlaid with the config's
+    weak_key: str  # content key of the weak labels the cell reads
+    features_key: str | None  # content key of a head-only student's stored features; None: it runs its body
+    result_key: str  # where its result is stored (`layout.result`)
+    num_gpus: float  # GPUs the cell holds while it trains: num_workers x gpus_per_worker
+    prerequisites: list[Prerequisite] = field(hash=False)  # what it reads that is computed once per key
 
     def canonical(self) -> dict:
         """Everything that determines the result, and nothing else (not the sweep's name)."""
-        options = dict(options=self.options) if self.options else {}  # plain methods keep their ids
-        return dict(
-            dataset=self.dataset.model_dump(mode="json"),
-            weak_supervisor=None if self.weak_supervisor is None else self.weak_supervisor.model_dump(mode="json"),
-            student=self.student.model_dump(mode="json"),
-            method=self.method, budget=self.budget, spending_fraction=self.spending_fraction,
-            n_weak=self.n_weak, n_oracle=self.n_oracle, seed=self.seed,
-            costs=self.costs.model_dump(mode="json"), schema_version=RESULT_SCHEMA_VERSION, **options,
-        )
-
-    @property
-    def cell_id(self) -> str:
-        return content_hash(self.canonical())
-
-    @property
-    def weak_key(self) -> str:
-        return weak_labels_key(self.dataset, self.weak_supervisor, self.seed)
-
-    @functools.cached_property  # derived from fields; read on every look-up of `prerequisites`
-    def features_key(self) -> str | None:
-        """The key of the student's stored frozen-body features, for a head-only student whose method
-        trains on the pools' own texts (`w2sweep.features`); None otherwise."""
-        method = parse_method(self.method)
-        if not uses_features(self.student.mode, train=method.train, fewshot=method.fewshot):
-            return None
-        return features_key(self.dataset, self.student, self.seed, max_length=self.max_length)
-
-    @functools.cached_property
-    def max_length(self) -> int:
-        return resolve_settings(self.student).max_length
-
-    @property
-    def prerequisites(self) -> list[Prerequisite]:
-        """What this cell reads that is computed once per key, for every cell and re-run that needs it."""
-        needs = [Prerequisite("weak labels", weak_object_key(self.sweep, self.weak_key), ensure_weak_labels,
-                              (self.sweep, self.dataset, self.weak_supervisor, self.seed))]
-        if self.features_key is not None:
-            needs.append(Prerequisite("features", features_object_key(self.sweep, self.features_key),
-                                      ensure_features, (self.sweep, self.dataset, self.student, self.seed,
-                                                        self.max_length), student=self.student))
-        return needs
+        return _canonical(**{name: getattr(self, name) for name in _IDENTITY})
 
     @property
     def weak_name(self) -> str:
@@ -121,20 +99,85 @@ class Cell:
         return costs.label_cost(self.n_weak, self.n_oracle, c_weak=self.costs.c_weak, c_oracle=self.costs.c_oracle)
 
     def to_json(self) -> str:
-        return json.dumps(dict(sweep=self.sweep, **self.canonical()))
+        """The identity (`canonical()`, what the id hashes) and, under ``resolved``, what follows from it."""
+        resolved = dict(
+            cell_id=self.cell_id, method=asdict(self.recipe), settings=asdict(self.settings),
+            weak_key=self.weak_key, features_key=self.features_key, result_key=self.result_key,
+            num_gpus=self.num_gpus, prerequisites=[dict(kind=n.kind, key=n.key) for n in self.prerequisites],
+        )
+        return json.dumps(dict(sweep=self.sweep, **self.canonical(), resolved=resolved))
 
     @classmethod
     def from_json(cls, text: str) -> Cell:
         d = json.loads(text)
         d.pop("schema_version")
+        r = d.pop("resolved")
+        weak = None if d["weak_supervisor"] is None else ModelSpec(**d["weak_supervisor"])
+        dataset, student = DatasetSpec(**d["dataset"]), ModelSpec(**d["student"])
+        recipe = Method(**{**r["method"], "stages": tuple(Stage(**s) for s in r["method"]["stages"])})
+        settings = TrainSettings(**r["settings"])
+        needs = [_prerequisite(n["kind"], n["key"], d["sweep"], dataset, weak, student, d["seed"], settings)
+                 for n in r["prerequisites"]]
         return cls(
-            sweep=d["sweep"], dataset=DatasetSpec(**d["dataset"]),
-            weak_supervisor=None if d["weak_supervisor"] is None else ModelSpec(**d["weak_supervisor"]),
-            student=ModelSpec(**d["student"]),
+            sweep=d["sweep"], dataset=dataset, weak_supervisor=weak, student=student,
             method=d["method"], budget=d["budget"], spending_fraction=d["spending_fraction"],
             n_weak=d["n_weak"], n_oracle=d["n_oracle"], seed=d["seed"], costs=Costs(**d["costs"]),
-            options=d.get("options", {}),
+            options=d.get("options", {}), cell_id=r["cell_id"], recipe=recipe, settings=settings,
+            weak_key=r["weak_key"], features_key=r["features_key"], result_key=r["result_key"],
+            num_gpus=r["num_gpus"], prerequisites=needs,
         )
+
+
+_IDENTITY = ("dataset", "weak_supervisor", "student", "method", "budget", "spending_fraction", "n_weak", "n_oracle",
+             "seed", "costs", "options")
+
+
+def _canonical(*, dataset, weak_supervisor, student, method, budget, spending_fraction, n_weak, n_oracle, seed,
+               costs, options) -> dict:
+    """The identity a cell id hashes: unchanged configs keep their ids (tests/test_cell_ids.py)."""
+    options = dict(options=options) if options else {}  # plain methods keep their ids
+    return dict(
+        dataset=dataset.model_dump(mode="json"),
+        weak_supervisor=None if weak_supervisor is None else weak_supervisor.model_dump(mode="json"),
+        student=student.model_dump(mode="json"),
+        method=method, budget=budget, spending_fraction=spending_fraction,
+        n_weak=n_weak, n_oracle=n_oracle, seed=seed,
+        costs=costs.model_dump(mode="json"), schema_version=RESULT_SCHEMA_VERSION, **options,
+    )
+
+
+def _prerequisite(kind: str, key: str, sweep: str, dataset: DatasetSpec, weak: ModelSpec | None,
+                  student: ModelSpec, seed: int, settings: TrainSettings) -> Prerequisite:
+    """The prerequisite of `kind` stored at `key`, with what computes it."""
+    if kind == WEAK_LABELS:
+        return Prerequisite(kind, key, ensure_weak_labels, (sweep, dataset, weak, seed))
+    return Prerequisite(kind, key, ensure_features, (sweep, dataset, student, seed, settings.max_length),
+                        student=student)
+
+
+def resolve_cell(sweep: str, dataset: DatasetSpec, weak_supervisor: ModelSpec | None, student: ModelSpec,
+                 method: str, budget: float, spending_fraction: float | None, n_weak: int, n_oracle: int,
+                 seed: int, costs: Costs, options: dict | None = None, *,
+                 resources: Resources = Resources()) -> Cell:
+    """The cell of these identity fields, with everything that follows from them computed once; the
+    sweep's `resources` are what a student without its own per-worker GPUs holds."""
+    identity = dict(dataset=dataset, weak_supervisor=weak_supervisor, student=student,
+                    method=method, budget=budget, spending_fraction=spending_fraction, n_weak=n_weak,
+                    n_oracle=n_oracle, seed=seed, costs=costs, options=options or {})
+    cell_id = content_hash(_canonical(**identity))
+    recipe, settings = parse_method(method), resolve_settings(student)
+    weak_key = weak_labels_key(dataset, weak_supervisor, seed)
+    feats = None
+    if uses_features(student.mode, train=recipe.train, fewshot=recipe.fewshot):
+        feats = features_key(dataset, student, seed, max_length=settings.max_length)
+    needs = [(WEAK_LABELS, weak_object_key(sweep, weak_key))]
+    if feats is not None:
+        needs.append((FEATURES, features_object_key(sweep, feats)))
+    return Cell(sweep, **identity, cell_id=cell_id, recipe=recipe, settings=settings, weak_key=weak_key,
+                features_key=feats, result_key=layout.result(sweep, cell_id),
+                num_gpus=cell_gpus(student, resources),
+                prerequisites=[_prerequisite(kind, key, sweep, dataset, weak_supervisor, student, seed, settings)
+                               for kind, key in needs])
 
 
 def method_options_for(method: Method, options: MethodOptions) -> dict:
@@ -169,14 +212,17 @@ def _splits(config: SweepConfig, method: str):
 
 
 def expand_cells(config: SweepConfig) -> list[Cell]:
-    """Every cell of the grid, deduplicated (a one-source method runs once per budget, not per f).
+    """Every cell of the grid, resolved and deduplicated (a one-source method runs once per budget,
+    not per f). Datasets are resolved first (`w2sweep.data.resolve_dataset`): ids hash resolved specs.
 
     A dataset with its own weak-label column gets no weak supervisor axis (weak_supervisor None).
     fewshot-prompt cells are made only for students that can be prompted (not known encoders).
     With `config.ceiling` (or method "ceiling"), each dataset x weak x student x seed also gets one
     ceiling cell: sft-oracle on its whole oracle pool, whatever the budgets."""
+    config = _resolved(config)
     cells: dict[str, Cell] = {}
     methods = [m for m in config.methods if m != CEILING]
+    common = dict(costs=config.costs, resources=config.resources)
     for student in config.students:
         if any(not parse_method(m).train for m in methods) and is_encoder(student.model):
             warnings.warn(f"student {student.label!r} is an encoder: it gets no fewshot-prompt cells "
@@ -191,35 +237,66 @@ def expand_cells(config: SweepConfig) -> list[Cell]:
                     options = method_options_for(parse_method(method), config.method_options)
                     for budget, f, n_weak, n_oracle in _splits(config, method):
                         for seed in config.seeds:
-                            cell = Cell(config.name, dataset, weak, student, method, budget, f,
-                                        n_weak, n_oracle, seed, config.costs, options)
+                            cell = resolve_cell(config.name, dataset, weak, student, method, budget, f,
+                                                n_weak, n_oracle, seed, options=options, **common)
                             cells.setdefault(cell.cell_id, cell)
                 if config.ceiling or CEILING in config.methods:
                     n_oracle = len(pools_for(dataset, config.seeds[0]).oracle)  # pool sizes do not depend on the seed
+                    cost = costs.label_cost(0, n_oracle, c_weak=config.costs.c_weak, c_oracle=config.costs.c_oracle)
                     for seed in config.seeds:
-                        cost = costs.label_cost(0, n_oracle, c_weak=config.costs.c_weak,
-                                                c_oracle=config.costs.c_oracle)
-                        cell = Cell(config.name, dataset, weak, student, CEILING, cost, 1.0, 0, n_oracle,
-                                    seed, config.costs)
+                        cell = resolve_cell(config.name, dataset, weak, student, CEILING, cost, 1.0, 0, n_oracle,
+                                            seed, **common)
                         cells.setdefault(cell.cell_id, cell)
     return list(cells.values())
 
 
-@functools.lru_cache(maxsize=8)
-def _pools_cached(dataset_json: str, seed: int) -> Pools:
-    spec = DatasetSpec.model_validate_json(dataset_json)
-    return make_pools(load_task(spec), spec.pools, seed=seed)
+def _resolved(config: SweepConfig) -> SweepConfig:
+    """`config` with its datasets resolved (hub loaders' defaults filled in); the same config when
+    nothing changes."""
+    datasets = [resolve_dataset(d) for d in config.datasets]
+    return config if datasets == config.datasets else config.model_copy(update=dict(datasets=datasets))
 
 
-def pools_for(dataset: DatasetSpec, seed: int) -> Pools:
-    """The five disjoint pools of `dataset` for `seed`, built once per process."""
-    return _pools_cached(dataset.model_dump_json(), seed)
+def check_references(config: SweepConfig) -> SweepConfig:
+    """`config` with its datasets resolved, after checking what the schema cannot: that every
+    dataset's data (synthetic task, loader, local path) and every model reference exist here.
+    Raises ConfigError with one line per problem, in the schema's format."""
+    lines = []
+    resolved = _resolved(config)
+    for i, (given, dataset) in enumerate(zip(config.datasets, resolved.datasets)):
+        problem = dataset_problem(dataset)
+        if problem is None and dataset != given:
+            try:  # a loader filled in by name must agree with the rest of the spec, as a named one does
+                DatasetSpec.model_validate(dataset.model_dump())
+            except ValidationError as e:
+                problem = e.errors()[0]["msg"].removeprefix("Value error, ")
+        if problem is not None:
+            lines.append(error_line(f"datasets.{i}", {}, problem))
+    for kind in ("weak_supervisors", "students"):
+        for i, spec in enumerate(getattr(config, kind)):
+            try:
+                check_model_reference(spec.model)
+            except ModelError as e:
+                lines.append(error_line(f"{kind}.{i}.model", spec.model, str(e)))
+    if lines:
+        raise ConfigError(lines)
+    return resolved
+
+
+def plan(config: SweepConfig) -> tuple[SweepConfig, list[Cell]]:
+    """Check `config`'s references, expand its grid and check every cell fits its pools: what `w2sweep
+    validate` and `w2sweep run` do before anything trains. Returns the resolved config (what the sweep
+    snapshots and runs) and its cells; raises ConfigError (or DataError/ModelError from the data)."""
+    config = check_references(config)
+    cells = expand_cells(config)
+    check_capacity(config, cells)
+    return config, cells
 
 
 def check_capacity(config: SweepConfig, cells: list[Cell]) -> None:
     """Raise ConfigError for every cell that needs more labels than its pool holds."""
     errors = []
-    for i, dataset in enumerate(config.datasets):
+    for i, dataset in enumerate(_resolved(config).datasets):
         pools = pools_for(dataset, config.seeds[0])  # pool sizes do not depend on the seed
         for cell in cells:
             if cell.dataset != dataset:
@@ -234,17 +311,6 @@ def check_capacity(config: SweepConfig, cells: list[Cell]) -> None:
                     )
     if errors:
         raise ConfigError(sorted(set(errors)))
-
-
-def resolve_settings(spec: ModelSpec) -> TrainSettings:
-    """The model's defaults overlaid with what the config sets."""
-    base = default_settings(spec.model, mode=spec.mode)
-    for name in ("lr", "epochs", "batch_size", "max_length", "min_steps"):
-        if getattr(spec, name) is not None:
-            base[name] = getattr(spec, name)
-    return TrainSettings(**base, warmup_ratio=spec.warmup_ratio, weight_decay=spec.weight_decay,
-                         patience=spec.patience, micro_batch_size=spec.micro_batch_size, compile=spec.compile,
-                         zero_stage=spec.zero_stage, offload=spec.offload)
 
 
 def uses_ray_train(student: ModelSpec) -> bool:

@@ -55,7 +55,6 @@ class Method:
     stages: tuple[Stage, ...]
     fewshot: bool = False  # shots prefixed to every training, validation and test text
     train: bool = True  # False: the labels only make a prompt (fewshot-prompt)
-    whole_pool: bool = False  # trains on the whole oracle pool, whatever the budget (ceiling)
 
     @property
     def label_sources(self) -> frozenset[str]:
@@ -115,7 +114,7 @@ BASES: dict[str, Method] = {
         Method("sft-weak", (Stage("weak"),)),
         Method("seq-sft", (Stage("weak"), Stage("oracle"))),
         Method("fewshot-prompt", (Stage("weak"), Stage("oracle")), fewshot=True, train=False),
-        Method("ceiling", (Stage("oracle"),), whole_pool=True),
+        Method("ceiling", (Stage("oracle"),)),
     )
 }
 CEILING = "ceiling"

@@ -167,6 +167,18 @@ def default_settings(ref: str, *, mode: str = "full") -> dict:
     raise AssertionError("unreachable: the last size row is unbounded")
 
 
+def resolve_settings(spec) -> TrainSettings:
+    """How `spec` (a `w2sweep.config.ModelSpec`) trains: the model's defaults overlaid with what the
+    config sets. Resolved once per cell when the grid is expanded, and for each weak supervisor."""
+    base = default_settings(spec.model, mode=spec.mode)
+    for name in ("lr", "epochs", "batch_size", "max_length", "min_steps"):
+        if getattr(spec, name) is not None:
+            base[name] = getattr(spec, name)
+    return TrainSettings(**base, warmup_ratio=spec.warmup_ratio, weight_decay=spec.weight_decay,
+                         patience=spec.patience, micro_batch_size=spec.micro_batch_size, compile=spec.compile,
+                         zero_stage=spec.zero_stage, offload=spec.offload)
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("W2SWEEP_CACHE", Path.home() / ".cache" / "w2sweep")).expanduser()
 

@@ -83,42 +83,12 @@ def _grid(storage: Storage, sweep: str):
     try:
         with warnings.catch_warnings():  # options the run already warned about: not news here
             warnings.simplefilter("ignore")
+            # The schema checks the values only (data files and models are looked up when a sweep is
+            # planned), so a snapshot of a sweep that ran elsewhere parses here too.
             config = parse_config(raw)
-    except ConfigError:
-        # The snapshot was valid where the sweep ran; here a local dataset path or model directory
-        # may not exist. The grid needs only the values, so take them as they are.
-        config = _unchecked_config(raw)
+    except ConfigError as e:
+        raise StatusError(f"status error: sweep.yaml does not describe a sweep ({e.lines[0]})") from None
     return expand_cells(config)
-
-
-def _unchecked_config(raw: dict):
-    """`SweepConfig` from a snapshot (every field present, as `model_dump` wrote it), without the
-    validators that look at this machine's files."""
-    from w2sweep import config as c
-
-    nested = {"pools": c.PoolSizes, "costs": c.Costs, "resources": c.Resources,
-              "method_options": getattr(c, "MethodOptions", None)}
-    lists = {"datasets": c.DatasetSpec, "students": c.ModelSpec, "weak_supervisors": c.ModelSpec}
-
-    def build(model, values: dict):
-        fields = {}
-        for name in model.model_fields:
-            if name not in values:
-                continue
-            value = values[name]
-            if nested.get(name) is not None and isinstance(value, dict):
-                value = build(nested[name], value)
-            elif name in lists:
-                value = [build(lists[name], v) for v in value]
-            elif name == "pairs":
-                value = [tuple(v) for v in value]
-            fields[name] = value
-        return model.model_construct(**fields)
-
-    try:
-        return build(c.SweepConfig, raw)
-    except (TypeError, AttributeError, ValueError) as e:
-        raise StatusError(f"status error: sweep.yaml does not describe a sweep ({e})") from None
 
 
 def _ids(storage: Storage, prefix: str) -> set[str]:

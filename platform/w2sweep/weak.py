@@ -79,9 +79,9 @@ def load_weak_labels(storage: Storage, sweep: str, key: str) -> WeakLabels:
 def train_weak_supervisor(dataset, weak_supervisor, seed: int) -> WeakLabels:
     """Fit the supervisor on its pool with gold labels and label the weak-label, validation and test
     pools. Its own early stopping uses gold validation labels: it is trained on ground truth."""
-    from w2sweep.grid import pools_for, resolve_settings
+    from w2sweep.data import pools_for
     from w2sweep.metrics import accuracy
-    from w2sweep.models import load_classifier, load_kwargs
+    from w2sweep.models import load_classifier, load_kwargs, resolve_settings
     from w2sweep.train import TokenizedTexts, fine_tune, predict
 
     pools = pools_for(dataset, seed)
@@ -100,7 +100,7 @@ def train_weak_supervisor(dataset, weak_supervisor, seed: int) -> WeakLabels:
 def column_weak_labels(dataset, seed: int) -> WeakLabels:
     """The dataset's own weak-label column on the weak-label, validation and test pools; the floor
     is the column's test accuracy against gold labels. No model is trained."""
-    from w2sweep.grid import pools_for
+    from w2sweep.data import pools_for
     from w2sweep.metrics import accuracy
 
     pools = pools_for(dataset, seed)

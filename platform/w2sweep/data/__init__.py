@@ -5,11 +5,17 @@ sources: a synthetic generator (`synthetic.py`), a local file (`local.py`) or th
 (`hub.py`). Rows in a hub dataset's own format become a binary task through a loader of
 `registry.py` (one module per family: `classification.py`, `multiple_choice.py`, `preference.py`).
 `make_pools(task, sizes, seed=...)` dedupes it and splits it into weak_train / weak_label / oracle /
-val / test (`pools.py`).
+val / test (`pools.py`); `pools_for(spec, seed)` does both, once per process.
+
+The config schema knows no dataset: `resolve_dataset` fills a hub loader's defaults and
+`dataset_problem` says whether a spec names data that exists, when the grid is planned
+(`w2sweep.grid.plan`).
 """
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from w2sweep.data.pools import Pools, dedupe, make_pools, normalize_text, pool_capacity
@@ -18,7 +24,8 @@ from w2sweep.data.task import DataError, Task, table_to_task
 if TYPE_CHECKING:
     from w2sweep.config import DatasetSpec
 
-__all__ = ["DataError", "Pools", "Task", "dedupe", "load_task", "make_pools", "normalize_text", "pool_capacity"]
+__all__ = ["DataError", "Pools", "Task", "dataset_problem", "dedupe", "load_task", "make_pools", "normalize_text",
+           "pool_capacity", "pools_for", "resolve_dataset"]
 
 
 def load_task(spec: DatasetSpec) -> Task:
@@ -49,3 +56,51 @@ def load_task(spec: DatasetSpec) -> Task:
             raise DataError(f"dataset {spec.name!r}: unknown loader {spec.loader!r}; allowed: {sorted(loaders())}")
         return convert_rows(loaders()[spec.loader], frame, spec)
     return table_to_task(frame, spec)
+
+
+@functools.lru_cache(maxsize=8)
+def _pools_cached(dataset_json: str, seed: int) -> Pools:
+    from w2sweep.config import DatasetSpec
+
+    spec = DatasetSpec.model_validate_json(dataset_json)
+    return make_pools(load_task(spec), spec.pools, seed=seed)
+
+
+def pools_for(spec: DatasetSpec, seed: int) -> Pools:
+    """The five disjoint pools of `spec` for `seed`, built once per process: the grid sizes its
+    ceiling cells with them, and a cell, its weak supervisor and a head-only student's features
+    read the same ones."""
+    return _pools_cached(spec.model_dump_json(), seed)
+
+
+def resolve_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """`spec` with a hub loader's defaults: `source: hub` with no `path` and a loader (named, or the
+    dataset's own name, ``{name: boolq, source: hub}``) reads that loader's hub id and configuration.
+    Any other spec comes back as it is. Cell ids hash the resolved spec."""
+    from w2sweep.data.registry import loaders
+
+    if spec.source != "hub" or spec.path:
+        return spec
+    name = spec.loader or (spec.name if spec.name in loaders() else None)
+    if name not in loaders():
+        return spec
+    loader = loaders()[name]
+    subset = spec.subset if "subset" in spec.model_fields_set else loader.subset
+    return spec.model_copy(update=dict(loader=name, path=loader.hub_id, subset=subset))
+
+
+def dataset_problem(spec: DatasetSpec) -> str | None:
+    """What is wrong with the data a (resolved) spec names, in one line, or None: a synthetic task,
+    loader or local path that does not exist here. Hub ids are checked when they are read."""
+    from w2sweep.data.registry import loaders
+    from w2sweep.data.synthetic import SYNTHETIC_TASKS
+
+    if spec.source == "hub" and not spec.path:
+        return f"source '{spec.source}' needs `path` (a file/directory or hub id)"
+    if spec.source == "local" and not Path(spec.path).expanduser().exists():
+        return f"path {spec.path!r} does not exist"
+    if spec.loader is not None and spec.loader not in loaders():
+        return f"unknown loader {spec.loader!r}; allowed: {', '.join(sorted(loaders()))}"
+    if spec.source == "synthetic" and spec.name not in SYNTHETIC_TASKS:
+        return f"unknown synthetic dataset {spec.name!r}; allowed: {sorted(SYNTHETIC_TASKS)}"
+    return None

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from w2sweep.data.registry import Loader, hard_label
+from w2sweep.data.loader import Loader, hard_label
 
 
 def _boolq(row, rng):

@@ -6,7 +6,7 @@ wrong options chosen uniformly (label 0), as in EleutherAI/scalable-elicitation.
 
 from __future__ import annotations
 
-from w2sweep.data.registry import Loader
+from w2sweep.data.loader import Loader
 
 
 def _pick(rng, options: list[str], correct: int) -> tuple[str, int]:

@@ -6,7 +6,7 @@ with probability 1/2 each, as in EleutherAI/scalable-elicitation.
 
 from __future__ import annotations
 
-from w2sweep.data.registry import Loader
+from w2sweep.data.loader import Loader
 
 
 def _anthropic_hh(row, rng):

@@ -4,7 +4,7 @@ EleutherAI/scalable-elicitation, `w2s/ds_registry.py`).
 A `Loader` names a hub dataset (id, configuration) and a converter from one row in the hub's own
 format to ``(text, label)``. The rows come from `datasets.load_dataset(hub_id)` or from local files
 in the same format (`source: local` + `loader:`); either way the converter is the same. The families
-live one module each: `classification` (datasets with a binary label), `multiple_choice` (question +
+live one module each, declaring `Loader`s (`loader.py`): `classification` (datasets with a binary label), `multiple_choice` (question +
 one option -> is it the correct one) and `preference` (one response -> is it the preferred one).
 
 Randomness (which option a multiple-choice row shows, which response a preference row shows) and
@@ -15,12 +15,12 @@ tasks; a sweep's seeds reshuffle the pools, not the task.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from w2sweep.data import classification, multiple_choice, preference
+from w2sweep.data.loader import Loader
 from w2sweep.data.task import DataError, Task, one_line
 
 if TYPE_CHECKING:
@@ -29,16 +29,6 @@ if TYPE_CHECKING:
     from w2sweep.config import DatasetSpec
 
 TASK_SEED = 0
-
-
-@dataclass(frozen=True)
-class Loader:
-    name: str
-    hub_id: str  # the default `path` of `source: hub`
-    subset: str | None  # the hub configuration, if the dataset has several
-    columns: tuple[str, ...]  # the hub columns the converter reads
-    convert: Callable[[dict, np.random.Generator], tuple[str, int]]  # one row -> (text, label 0/1)
-    description: str  # one line: how a row becomes a binary example
 
 
 def balance(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -75,22 +65,8 @@ def convert_rows(loader: Loader, frame: pd.DataFrame, spec: DatasetSpec) -> Task
     return Task(spec.name, [texts[i] for i in keep], labels[keep])
 
 
-def hard_label(value, *, column: str) -> int:
-    """A 0/1 label from a bool, 0/1 or "0"/"1"/"true"/"false"; ValueError otherwise (e.g. the -1 of
-    an unlabeled GLUE test split)."""
-    from w2sweep.data.task import _binary_label
-
-    label = _binary_label(value, None)
-    if label is None:
-        raise ValueError(f"{column}={value!r} is not a binary label (an unlabeled split?)")
-    return label
-
-
 @functools.cache
 def loaders() -> dict[str, Loader]:
-    """Every registered loader by name (boolq, hellaswag, ...). The family modules import this one,
-    so they are imported here, on first use."""
-    from w2sweep.data import classification, multiple_choice, preference
-
+    """Every registered loader by name (boolq, hellaswag, ...), from the family modules."""
     return {loader.name: loader
             for loader in (*classification.LOADERS, *multiple_choice.LOADERS, *preference.LOADERS)}
