@@ -43,4 +43,5 @@ def write_config(tmp_path):
 
 
 # Real S3 servers on 127.0.0.1 (SeaweedFS, moto), started and stopped by the tests: see s3servers.py.
-from s3servers import moto_s3, s3_env, s3_server, seaweedfs  # noqa: E402, F401
+# `free_port()` (a free TCP port on 127.0.0.1) lives there too; every test takes it from here.
+from s3servers import free_port, moto_s3, s3_env, s3_server, seaweedfs  # noqa: E402, F401

@@ -4,7 +4,6 @@ batch; Ray Train runs a cell's workers, checkpoints them, and resumes a cell who
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import tiny_config
+from conftest import free_port, tiny_config
 from w2sweep.config import ConfigError, parse_config
 from w2sweep.train import TrainSettings, _micro_batches, deepspeed_config
 
@@ -136,17 +135,11 @@ def _rank_main(rank: int, world: int, port: int, out_path: str, runs):
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _compare_ranks_with_one_process(tmp_path, runs) -> dict:
     torch.set_num_threads(1)
     alone = _fine_tune_runs(runs)
     out = tmp_path / "ranks.json"
-    mp.spawn(_rank_main, args=(2, _free_port(), str(out), runs), nprocs=2)
+    mp.spawn(_rank_main, args=(2, free_port(), str(out), runs), nprocs=2)
     ranks = json.loads(out.read_text())
     for name, _, _ in runs:
         assert ranks[name]["steps"] == alone[name]["steps"] == [6, 10]  # ceil(50/24) x 2 epochs, ceil(100/24) x 2
