@@ -32,6 +32,45 @@ def tiny_config(storage: str, **overrides) -> dict:
     return config
 
 
+# ray.init's arguments for a test's own local Ray cluster: private to this process (`address="local"` never
+# joins another cluster running on the machine), 2 CPUs, no dashboard, quiet.
+LOCAL_RAY = dict(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+
+
+class LocalRay:
+    """A local Ray cluster started in this process with `LOCAL_RAY` plus `overrides`."""
+
+    def __init__(self, **overrides):
+        self._start(overrides)
+
+    def _start(self, overrides: dict) -> None:
+        import ray
+
+        ray.init(**{**LOCAL_RAY, **overrides})
+
+    def restart(self, **overrides) -> None:
+        """A fresh cluster in place of this one, e.g. one whose workers get a runtime_env."""
+        self.stop()
+        self._start(overrides)
+
+    def stop(self) -> None:
+        import ray
+
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_ray(request):
+    """One local Ray cluster (`LocalRay`) for the tests of a module that ask for it, shut down after the
+    module's last test. Other ray.init arguments for a module: indirect parametrization,
+    `@pytest.mark.parametrize("local_ray", [dict(num_cpus=4)], indirect=True)`.
+
+    Not for tests that run `w2sweep run` or `run_sweep` without it: those start their own cluster."""
+    cluster = LocalRay(**getattr(request, "param", {}))
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
 def write_config(tmp_path):
     def write(config: dict, name: str = "sweep.yaml") -> Path:
@@ -43,4 +82,5 @@ def write_config(tmp_path):
 
 
 # Real S3 servers on 127.0.0.1 (SeaweedFS, moto), started and stopped by the tests: see s3servers.py.
-from s3servers import moto_s3, s3_env, s3_server, seaweedfs  # noqa: E402, F401
+# `free_port()` (a free TCP port on 127.0.0.1) lives there too; every test takes it from here.
+from s3servers import free_port, moto_s3, s3_env, s3_server, seaweedfs  # noqa: E402, F401

@@ -14,13 +14,6 @@ pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @ray.remote(num_cpus=0)
 class Trial:
     """Stands in for a Tune trial's actor: one call at a time, claims made inside a call."""
@@ -120,9 +113,8 @@ def test_trials_starting_together_compute_each_prerequisite_once(tmp_path, local
         counted(w2sweep.weak, "train_weak_supervisor")
         counted(w2sweep.features, "compute_features")
 
-    ray.shutdown()  # a cluster whose workers count, with the runtime env a joined cluster gets
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-             runtime_env={**_runtime_env(), "worker_process_setup_hook": count_computations})
+    # a cluster whose workers count, with the runtime env a joined cluster gets
+    local_ray.restart(runtime_env={**_runtime_env(), "worker_process_setup_hook": count_computations})
     config = parse_config(tiny_config(
         str(tmp_path / "store"), budgets=[16], spending_fractions=[0, 0.5, 1],
         students=[dict(model="tiny-bert", name="full", epochs=1, max_length=32),

@@ -1,7 +1,6 @@
 """Bad input: one line per problem naming the field, the value and what is allowed; exit code 2."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_config
+from conftest import free_port, tiny_config
 from w2sweep.cli import main
 
 
@@ -128,9 +127,7 @@ def test_run_against_no_cluster_is_one_line_and_exit_2_before_anything_is_writte
     # without a cluster raised a traceback after the config snapshot was written.
     if address == "auto" and _a_ray_cluster_runs_here():
         pytest.skip("`auto` joins any Ray cluster running on this machine, and one is running")
-    with socket.socket() as s:  # a port nothing listens on: bound, never listened on, then closed
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nothing listens on: bound, never listened on, then closed
     store = tmp_path / "store"
     path = write_config(tiny_config(str(store)))
     started = time.monotonic()

@@ -17,8 +17,8 @@ import pytest
 import ray
 import yaml
 
-from conftest import REPO, tiny_config
-from test_jobs import RayHead, free_port
+from conftest import REPO, free_port, tiny_config
+from test_jobs import RayHead
 from w2sweep.telemetry import EXPORTED
 
 DASHBOARDS = REPO / "dashboards"

@@ -4,7 +4,6 @@ batch; Ray Train runs a cell's workers, checkpoints them, and resumes a cell who
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import tiny_config
+from conftest import free_port, tiny_config
 from w2sweep.config import ConfigError, parse_config
 from w2sweep.train import TrainSettings, _micro_batches, deepspeed_config
 
@@ -136,17 +135,11 @@ def _rank_main(rank: int, world: int, port: int, out_path: str, runs):
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _compare_ranks_with_one_process(tmp_path, runs) -> dict:
     torch.set_num_threads(1)
     alone = _fine_tune_runs(runs)
     out = tmp_path / "ranks.json"
-    mp.spawn(_rank_main, args=(2, _free_port(), str(out), runs), nprocs=2)
+    mp.spawn(_rank_main, args=(2, free_port(), str(out), runs), nprocs=2)
     ranks = json.loads(out.read_text())
     for name, _, _ in runs:
         assert ranks[name]["steps"] == alone[name]["steps"] == [6, 10]  # ceil(50/24) x 2 epochs, ceil(100/24) x 2
@@ -172,15 +165,6 @@ def test_zero_offload_trains_like_one_process(tmp_path):
 # --- Ray Train ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def ray_cluster():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _cell(root, name: str, **student):
     from w2sweep.grid import expand_cells
     from w2sweep.storage import Storage
@@ -195,7 +179,7 @@ def _cell(root, name: str, **student):
 
 
 @pytest.mark.ray
-def test_ray_train_workers_with_zero2_and_zero3_give_the_loss_curve_of_one_worker(tmp_path, ray_cluster):
+def test_ray_train_workers_with_zero2_and_zero3_give_the_loss_curve_of_one_worker(tmp_path, local_ray):
     from w2sweep.cells import run_cell
     from w2sweep.distributed import run_cell_on_workers
     from w2sweep.storage import Storage
@@ -219,7 +203,7 @@ def test_ray_train_workers_with_zero2_and_zero3_give_the_loss_curve_of_one_worke
 
 
 @pytest.mark.ray
-def test_killed_worker_resumes_from_its_checkpoint_with_the_same_number_of_steps(tmp_path, ray_cluster):
+def test_killed_worker_resumes_from_its_checkpoint_with_the_same_number_of_steps(tmp_path, local_ray):
     from w2sweep.distributed import FAULT_ENV, run_cell_on_workers
 
     results = {}
@@ -265,7 +249,7 @@ def test_sweep_mixes_encoder_and_causal_students_full_and_lora_one_and_two_worke
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_cell_started_again_after_its_run_failed_resumes_from_the_checkpoint(tmp_path, ray_cluster):
+def test_cell_started_again_after_its_run_failed_resumes_from_the_checkpoint(tmp_path, local_ray):
     """What a retried Tune trial or a re-run sweep does: a new TorchTrainer of the same cell (same run
     name and storage) finds the failed run's checkpoints. Here under ZeRO-3."""
     import ray.train

@@ -6,7 +6,6 @@ import os
 import runpy
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,17 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, tiny_config
+from conftest import REPO, free_port, tiny_config
 from w2sweep.cli import main
 
 VENV_BIN = Path(sys.executable).parent
 RAY = str(VENV_BIN / "ray")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RayHead:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_config
 from w2sweep import cells as cells_module
 from w2sweep.cells import _stage_data, run_cell
 from w2sweep.data import pools_for
@@ -60,16 +61,12 @@ def test_bad_method_names_say_what_is_allowed(name, expected):
 
 
 def small_config(tmp_path, **overrides):
-    config = dict(
-        name="m", storage=str(tmp_path / "store"),
-        datasets=[dict(name="synthetic-sentiment", source="synthetic", num_examples=400,
-                       pools=dict(weak_train=100, val=40, test=60))],
-        weak_supervisors=[dict(model="tiny-bert", epochs=2)],
-        students=[dict(model="tiny-bert", name="student", epochs=1, max_length=48)],
-        methods=["seq-sft"], budgets=[10], spending_fractions=[0.5],
-    )
-    config.update(overrides)
-    return parse_config(config)
+    return parse_config(tiny_config(str(tmp_path / "store"), **{
+        "name": "m",
+        "datasets": [dict(name="synthetic-sentiment", source="synthetic", num_examples=400,
+                          pools=dict(weak_train=100, val=40, test=60))],
+        "students": [dict(model="tiny-bert", name="student", epochs=1, max_length=48)],
+        "budgets": [10], "spending_fractions": [0.5], **overrides}))
 
 
 def test_config_writes_methods_canonically_and_refuses_duplicates(tmp_path):

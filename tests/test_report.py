@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import free_port
 from test_frontier import FRONTIER_ROWS, PGR_ROWS, row, write_cells
 
 from w2sweep.frontier import write_frontier
@@ -137,17 +137,11 @@ def browser() -> Browser:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class WebDriver:
     """A minimal W3C WebDriver client over urllib, for one Chromium session driven by chromedriver."""
 
     def __init__(self, browser: Browser, profile: Path, *, width: int = 1280, height: int = 1600):
-        self.port = _free_port()
+        self.port = free_port()
         self.log = open(profile.parent / "chromedriver.log", "wb")
         self.proc = subprocess.Popen([browser.chromedriver, f"--port={self.port}"], stdout=self.log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
