@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import train_throughput as tt  # noqa: E402
 
-import w2sweep.train as train  # noqa: E402
+import w2sweep.train.plain as plain  # noqa: E402
 from w2sweep.models import load_tokenizer  # noqa: E402
 from w2sweep.train import TokenizedTexts, TrainSettings, fine_tune  # noqa: E402
 
@@ -54,10 +54,10 @@ def main() -> None:
     base = tt.build_student(tt.QWEN2_TINY if args.tiny else tt.QWEN2_0_5B, pad_token_id=tokenizer.pad_token_id,
                             seed=0)
     n_params = tt.non_embedding_params(base)
-    masters = train.bf16_weights
+    masters = plain.bf16_weights
 
     for name in args.variants:
-        train.bf16_weights = masters if "fp32" not in name and "nomaster" not in name else (lambda device: False)
+        plain.bf16_weights = masters if "fp32" not in name and "nomaster" not in name else (lambda device: False)
         model = copy.deepcopy(base)
         if "lora" in name:
             model = tt.with_lora(model)
@@ -91,7 +91,7 @@ def main() -> None:
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    train.bf16_weights = masters
+    plain.bf16_weights = masters
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ import torch.multiprocessing as mp
 
 from conftest import free_port, tiny_config
 from w2sweep.config import ConfigError, parse_config
-from w2sweep.train import TrainSettings, _micro_batches, deepspeed_config
+from w2sweep.train import TrainSettings, deepspeed_config
+from w2sweep.train.loop import _micro_batches
 
 # --- the DeepSpeed config and the split of a batch -------------------------------------------------
 

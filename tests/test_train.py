@@ -8,7 +8,8 @@ from w2sweep.config import PoolSizes
 from w2sweep.metrics import accuracy, auroc
 from w2sweep.models import load_classifier
 from w2sweep.losses import xent as train_xent
-from w2sweep.train import TokenizedTexts, TrainSettings, _val_score, fine_tune, predict
+from w2sweep.train import TokenizedTexts, TrainSettings, fine_tune, predict
+from w2sweep.train.loop import _val_score
 
 SETTINGS = TrainSettings(lr=2e-3, epochs=6, batch_size=32, max_length=32, patience=2)
 
@@ -103,9 +104,9 @@ def test_tokenized_once_batches_equal_the_tokenizers_own_padding(ref, side):
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_bf16_weights_train_with_fp32_master_weights(monkeypatch, mode):
     """The GPU path, forced on the CPU: bf16 parameters while training, the fp32 masters put back after."""
-    import w2sweep.train as train
+    import w2sweep.train.plain as plain
 
-    monkeypatch.setattr(train, "bf16_weights", lambda device: True)
+    monkeypatch.setattr(plain, "bf16_weights", lambda device: True)
     pools = _pools()
     tokenizer, model = load_classifier("tiny-bert", seed=0, mode=mode)
     frozen = {name: p.detach().clone() for name, p in model.named_parameters() if not p.requires_grad}
@@ -137,10 +138,10 @@ def test_bf16_weights_train_with_fp32_master_weights(monkeypatch, mode):
 def test_a_last_validation_that_is_the_best_copies_no_weights(monkeypatch):
     """Keeping the best weights costs a copy of every trained weight; when the best is the last state
     and no checkpoint needs it, the model already holds it."""
-    import w2sweep.train as train
+    import w2sweep.train.plain as plain
 
     copies = []
-    monkeypatch.setattr(train, "_copy_weights", lambda named: copies.append(1) or {n: p.detach().clone() for n, p in named})
+    monkeypatch.setattr(plain, "copy_weights", lambda named: copies.append(1) or {n: p.detach().clone() for n, p in named})
     pools = _pools()
     tokenizer, model = load_classifier("tiny-bert", seed=0)
     args = dict(val_examples=_tok(tokenizer, pools.val.texts), val_labels=pools.val.labels, seed=0)
@@ -187,8 +188,9 @@ def test_one_process_resumes_from_its_checkpoint_to_the_same_weights(monkeypatch
     """A `TrainHooks` that checkpoints every epoch and dies after epoch 2; the restarted loop resumes
     there (in bf16, from the fp32 masters) and trains on as a run that never stopped."""
     import w2sweep.train as train
+    import w2sweep.train.plain as plain
 
-    monkeypatch.setattr(train, "bf16_weights", lambda device: bf16)
+    monkeypatch.setattr(plain, "bf16_weights", lambda device: bf16)
 
     class Hooks(train.TrainHooks):
         checkpoints = True

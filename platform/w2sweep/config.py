@@ -100,7 +100,7 @@ class ModelSpec(_Strict):
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
     weight_decay: Annotated[float, Field(ge=0)] = 0.01
     patience: PositiveInt = 2  # evaluations without a better validation AUROC before stopping
-    tokenizer: str | None = None  # tiny models borrow a real tokenizer (w2sweep.models.TINY_TOKENIZERS)
+    tokenizer: str | None = None  # tiny models borrow a real tokenizer (w2sweep.models.registry.TINY_TOKENIZERS)
     trust_remote_code: bool = False
     # What is trained: every weight (full), low-rank adapters plus the head (lora, peft), or the head
     # alone on a frozen body (head: a linear probe).

@@ -108,14 +108,14 @@ def extract(model, examples, *, pad_token_id: int, batch_size: int = 64) -> tupl
     position) is read at the position transformers pools: the last token that is not padding."""
     import torch
 
-    from w2sweep.train import _device
+    from w2sweep.train import model_device
 
     head = _head_module(model)
     if head is None:
         return None, f"{type(model).__name__}'s head is more than one module"
     seen = {}
     hook = head.register_forward_pre_hook(lambda _, args: seen.__setitem__("input", args[0]))
-    device, out = _device(model), []
+    device, out = model_device(model), []
     model.eval()
     try:
         with torch.no_grad():
