@@ -27,14 +27,12 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    # Fields added after cell ids were pinned (tests/test_cell_ids.py). `canonical_dump` leaves them out
-    # while they hold their default, so a config that does not use them keeps its cell ids, weak-label
-    # and features keys, and a re-run still finds its stored results.
+    # Fields added after ids were pinned (tests/test_cell_ids.py): left out of `canonical_dump` at their default,
+    # so a config not using them keeps its cell ids, weak-label and features keys (a re-run finds its results).
     ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
     def canonical_dump(self) -> dict:
-        """The JSON dump that ids and content keys hash: `model_dump(mode="json")` without the
-        `ADDED_FIELDS` that hold their default, in this model and in the models it holds."""
+        """What ids and content keys hash: the JSON dump less `ADDED_FIELDS` at their default (nested too)."""
         dump = self.model_dump(mode="json")
         for name, info in type(self).model_fields.items():
             value = getattr(self, name)
@@ -69,11 +67,9 @@ class DatasetSpec(_Strict):
     of `text`/`label`. With `source: hub`, a `name` that is a loader's name and no `path` means that
     loader on its hub dataset (``{name: boolq, source: hub}``; `w2sweep.data.resolve_dataset`). `weak_label` names a column of weak
     labels (P(label=1), or labels like `label`): no weak supervisor is trained for this dataset.
-
-    `group` (a column or template like `text`, or several: rows sharing any one value are one group)
-    keeps every example of one passage, question or sentence in one pool; loaders group by default
-    (`resolve_dataset` fills theirs in). `balance` undersamples the majority class of a column-mapped
-    task to 50/50, as loaders do."""
+    `group` (a column or template like `text`, or several: rows sharing any value are one group) keeps one
+    passage's, question's or sentence's examples in one pool; loaders group by default (`resolve_dataset`).
+    `balance` undersamples the majority class of a column-mapped task to 50/50, as loaders do."""
 
     ADDED_FIELDS = frozenset({"group", "balance"})
 
@@ -105,8 +101,7 @@ class DatasetSpec(_Strict):
                 raise ValueError(f"loader {self.loader!r} makes the text and label itself; "
                                  "drop `text`, `label` and `label_map`")
         if self.source == "synthetic" and (self.group is not None or self.balance):
-            raise ValueError("a synthetic task is balanced and has one example per text: "
-                             "drop `group` and `balance`")
+            raise ValueError("a synthetic task is balanced, one example per text: drop `group` and `balance`")
         if self.loader is not None and self.balance:
             raise ValueError(f"loader {self.loader!r} balances its task itself; drop `balance`")
         if self.weak_label is not None and (self.loader is not None or self.source == "synthetic"):

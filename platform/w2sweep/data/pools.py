@@ -104,6 +104,13 @@ def _cut(sizes: np.ndarray, order: np.ndarray, targets: list[int], *, last_takes
     return cut
 
 
+def _by_first_appearance(groups: np.ndarray) -> np.ndarray:
+    """Group ids renumbered 0, 1, ... in order of each group's first example, so the pools depend on
+    which examples share a group, not on how the ids were numbered."""
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    return np.argsort(np.argsort(first))[inverse.reshape(-1)]
+
+
 def make_pools(task: Task, sizes: PoolSizes, *, seed: int) -> Pools:
     """Dedupe `task`, shuffle its groups with `numpy.random.default_rng(seed)` and fill weak_train,
     val, test, weak_label, oracle in that order with whole groups (sizes from `pool_capacity`; see
@@ -111,7 +118,7 @@ def make_pools(task: Task, sizes: PoolSizes, *, seed: int) -> Pools:
     its pools are the shuffled examples sliced in that order, as they always were."""
     unique = dedupe(task)
     counts = pool_capacity(len(unique), sizes, name=task.name)
-    groups = np.arange(len(unique)) if unique.groups is None else np.unique(unique.groups, return_inverse=True)[1]
+    groups = np.arange(len(unique)) if unique.groups is None else _by_first_appearance(unique.groups)
     members = np.split(np.argsort(groups, kind="stable"), np.cumsum(np.bincount(groups))[:-1])
     order = np.random.default_rng(seed).permutation(len(members))
     cut = _cut(np.array([len(m) for m in members]), order, [counts[k] for k in POOL_NAMES],
