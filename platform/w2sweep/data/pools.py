@@ -83,7 +83,11 @@ def _cut(sizes: np.ndarray, order: np.ndarray, targets: list[int], *, last_takes
     its target by first fit. A group larger than the room left waits for the next pool, so pools
     reach their exact size whenever small groups remain (always, when every group is one example:
     then pool k is order[bounds[k]:bounds[k+1]], as before groups existed). With `last_takes_rest`
-    the last pool also takes every group left over (its size was "the rest")."""
+    the last pool also takes every group left over (its size was "the rest").
+
+    Only the few groups met when a pool is nearly full wait, so large groups are barely more likely to
+    land late. When every group left is larger than the room, the pool ends short by less than one
+    group and the sizes may then differ by seed (the grid sizes ceiling cells from the first seed)."""
     remaining, cut = list(order), []
     for k, target in enumerate(targets):
         if last_takes_rest and k == len(targets) - 1:
