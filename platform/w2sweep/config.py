@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -27,10 +27,25 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Fields added after ids were pinned (tests/test_cell_ids.py): left out of `canonical_dump` at their default,
+    # so a config not using them keeps its cell ids, weak-label and features keys (a re-run finds its results).
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+    def canonical_dump(self) -> dict:
+        """What ids and content keys hash: the JSON dump less `ADDED_FIELDS` at their default (nested too)."""
+        dump = self.model_dump(mode="json")
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if name in self.ADDED_FIELDS and value == info.default:
+                del dump[name]
+            elif isinstance(value, _Strict):
+                dump[name] = value.canonical_dump()
+        return dump
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Fraction01 = Annotated[float, Field(ge=0.0, le=1.0)]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
 
 
 class PoolSizes(_Strict):
@@ -51,7 +66,12 @@ class DatasetSpec(_Strict):
     converter turns rows in that hub dataset's own format into a class-balanced binary task, in place
     of `text`/`label`. With `source: hub`, a `name` that is a loader's name and no `path` means that
     loader on its hub dataset (``{name: boolq, source: hub}``; `w2sweep.data.resolve_dataset`). `weak_label` names a column of weak
-    labels (P(label=1), or labels like `label`): no weak supervisor is trained for this dataset."""
+    labels (P(label=1), or labels like `label`): no weak supervisor is trained for this dataset.
+    `group` (a column or template like `text`, or several: rows sharing any value are one group) keeps one
+    passage's, question's or sentence's examples in one pool; loaders group by default (`resolve_dataset`).
+    `balance` undersamples the majority class of a column-mapped task to 50/50, as loaders do."""
+
+    ADDED_FIELDS = frozenset({"group", "balance"})
 
     name: str
     source: Literal["synthetic", "local", "hub"]
@@ -65,6 +85,8 @@ class DatasetSpec(_Strict):
     weak_label: str | None = None  # column holding external weak labels
     num_examples: PositiveInt | None = None  # synthetic: how many to make; others: a cap on rows read
     pools: PoolSizes = PoolSizes()
+    group: NonEmptyStr | Annotated[tuple[NonEmptyStr, ...], Field(min_length=1)] | None = None
+    balance: bool = False  # undersample the majority class to 50/50 before the pools are cut
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
@@ -78,6 +100,10 @@ class DatasetSpec(_Strict):
             if (self.text, self.label, self.label_map) != ("text", "label", None):
                 raise ValueError(f"loader {self.loader!r} makes the text and label itself; "
                                  "drop `text`, `label` and `label_map`")
+        if self.source == "synthetic" and (self.group is not None or self.balance):
+            raise ValueError("a synthetic task is balanced, one example per text: drop `group` and `balance`")
+        if self.loader is not None and self.balance:
+            raise ValueError(f"loader {self.loader!r} balances its task itself; drop `balance`")
         if self.weak_label is not None and (self.loader is not None or self.source == "synthetic"):
             raise ValueError(f"weak_label {self.weak_label!r} needs a column mapping (`text`/`label` of a local "
                              "or hub dataset); it cannot be combined with a loader or a synthetic task")

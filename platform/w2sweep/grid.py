@@ -137,12 +137,12 @@ def _canonical(*, dataset, weak_supervisor, student, method, budget, spending_fr
     """The identity a cell id hashes: unchanged configs keep their ids (tests/test_cell_ids.py)."""
     options = dict(options=options) if options else {}  # plain methods keep their ids
     return dict(
-        dataset=dataset.model_dump(mode="json"),
-        weak_supervisor=None if weak_supervisor is None else weak_supervisor.model_dump(mode="json"),
-        student=student.model_dump(mode="json"),
+        dataset=dataset.canonical_dump(),
+        weak_supervisor=None if weak_supervisor is None else weak_supervisor.canonical_dump(),
+        student=student.canonical_dump(),
         method=method, budget=budget, spending_fraction=spending_fraction,
         n_weak=n_weak, n_oracle=n_oracle, seed=seed,
-        costs=costs.model_dump(mode="json"), schema_version=RESULT_SCHEMA_VERSION, **options,
+        costs=costs.canonical_dump(), schema_version=RESULT_SCHEMA_VERSION, **options,
     )
 
 

@@ -5,7 +5,7 @@ sources: a synthetic generator (`synthetic.py`), a local file (`local.py`) or th
 (`hub.py`). Rows in a hub dataset's own format become a binary task through a loader of
 `registry.py` (one module per family: `classification.py`, `multiple_choice.py`, `preference.py`).
 `make_pools(task, sizes, seed=...)` dedupes it and splits it into weak_train / weak_label / oracle /
-val / test (`pools.py`); `pools_for(spec, seed)` does both, once per process.
+val / test by whole groups (`pools.py`, `keys.py`); `pools_for(spec, seed)` does both, once per process.
 
 The config schema knows no dataset: `resolve_dataset` fills a hub loader's defaults and
 `dataset_problem` says whether a spec names data that exists, when the grid is planned
@@ -35,7 +35,8 @@ def load_task(spec: DatasetSpec) -> Task:
     Synthetic tasks are generated with seed 0 (the data stay fixed across sweep seeds; the pools
     shuffle by seed). Local and hub tasks keep their first `spec.num_examples` rows when it is set;
     with `spec.loader` those rows are in a hub dataset's own format and the loader's converter makes
-    the (class-balanced) binary task, otherwise `text`/`label` map the columns."""
+    the (class-balanced, grouped) binary task, otherwise `text`/`label`/`group` map the columns and
+    `spec.balance` undersamples the majority class the way loaders do (`task.balance`)."""
     if spec.source == "synthetic":
         from w2sweep.data.synthetic import DEFAULT_NUM_EXAMPLES, SYNTHETIC_TASKS
 
@@ -55,7 +56,19 @@ def load_task(spec: DatasetSpec) -> Task:
         if spec.loader not in loaders():
             raise DataError(f"dataset {spec.name!r}: unknown loader {spec.loader!r}; allowed: {sorted(loaders())}")
         return convert_rows(loaders()[spec.loader], frame, spec)
-    return table_to_task(frame, spec)
+    task = table_to_task(frame, spec)
+    return _balanced(task) if spec.balance else task
+
+
+def _balanced(task: Task) -> Task:
+    """`task` undersampled to 50/50 with `TASK_SEED`: the same subset for every sweep seed."""
+    import numpy as np
+
+    from w2sweep.data.task import TASK_SEED, balance
+
+    if len(set(task.labels.tolist())) < 2:
+        raise DataError(f"dataset {task.name!r}: `balance` needs both classes; every label is {task.labels[0]}")
+    return task.subset(balance(task.labels, np.random.default_rng(TASK_SEED)))
 
 
 @functools.lru_cache(maxsize=8)
@@ -74,19 +87,23 @@ def pools_for(spec: DatasetSpec, seed: int) -> Pools:
 
 
 def resolve_dataset(spec: DatasetSpec) -> DatasetSpec:
-    """`spec` with a hub loader's defaults: `source: hub` with no `path` and a loader (named, or the
-    dataset's own name, ``{name: boolq, source: hub}``) reads that loader's hub id and configuration.
-    Any other spec comes back as it is. Cell ids hash the resolved spec."""
+    """`spec` with a loader's defaults: `source: hub` with no `path` and a loader (named, or the
+    dataset's own name, ``{name: boolq, source: hub}``) reads that loader's hub id and configuration;
+    a spec with a loader and no `group` takes the loader's. Any other spec comes back as it is.
+
+    Cell ids hash the resolved spec: a loader's grouping is part of what its pools are, so its
+    datasets' ids moved when loaders began to group (their pools moved too)."""
     from w2sweep.data.registry import loaders
 
-    if spec.source != "hub" or spec.path:
-        return spec
-    name = spec.loader or (spec.name if spec.name in loaders() else None)
-    if name not in loaders():
-        return spec
-    loader = loaders()[name]
-    subset = spec.subset if "subset" in spec.model_fields_set else loader.subset
-    return spec.model_copy(update=dict(loader=name, path=loader.hub_id, subset=subset))
+    if spec.source == "hub" and not spec.path:
+        name = spec.loader or (spec.name if spec.name in loaders() else None)
+        if name in loaders():
+            loader = loaders()[name]
+            subset = spec.subset if "subset" in spec.model_fields_set else loader.subset
+            spec = spec.model_copy(update=dict(loader=name, path=loader.hub_id, subset=subset))
+    if spec.loader in loaders() and spec.group is None and loaders()[spec.loader].group is not None:
+        spec = spec.model_copy(update=dict(group=loaders()[spec.loader].group))
+    return spec
 
 
 def dataset_problem(spec: DatasetSpec) -> str | None:

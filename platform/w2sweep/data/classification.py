@@ -1,5 +1,8 @@
 """Datasets that already have a binary label: the text is a template over the row's fields
-(templates as in EleutherAI/scalable-elicitation), the label is the row's own."""
+(templates as in EleutherAI/scalable-elicitation), the label is the row's own.
+
+Rows that share a passage (BoolQ: several questions per passage) or a sentence (PAWS: one sentence
+in several pairs) are grouped, so the pools never split them."""
 
 from __future__ import annotations
 
@@ -26,9 +29,9 @@ def _amazon_polarity(row, rng):
 
 LOADERS = [
     Loader("boolq", "google/boolq", None, ("question", "passage", "answer"), _boolq,
-           "passage + yes/no question -> answer is yes"),
+           "passage + yes/no question -> answer is yes", group="passage"),
     Loader("paws", "google-research-datasets/paws", "labeled_final", ("sentence1", "sentence2", "label"), _paws,
-           "two sentences -> they are paraphrases"),
+           "two sentences -> they are paraphrases", group=("sentence1", "sentence2")),
     Loader("cola", "nyu-mll/glue", "cola", ("sentence", "label"), _sentence,
            "sentence -> it is grammatically acceptable"),
     Loader("sst2", "stanfordnlp/sst2", None, ("sentence", "label"), _sentence,

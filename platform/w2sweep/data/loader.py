@@ -20,6 +20,10 @@ class Loader:
     columns: tuple[str, ...]  # the hub columns the converter reads
     convert: Callable[[dict, np.random.Generator], tuple[str, int]]  # one row -> (text, label 0/1)
     description: str  # one line: how a row becomes a binary example
+    # The default `group` of its datasets: the passage, question or sentences its examples share (see
+    # DatasetSpec.group), over the hub columns and the fields `derive` adds. None: rows share nothing.
+    group: str | tuple[str, ...] | None = None
+    derive: Callable[[dict], dict] | None = None  # one row -> extra fields a `group` template may read
 
 
 def hard_label(value, *, column: str) -> int:

@@ -2,6 +2,10 @@
 
 Each row becomes one example: with probability 1/2 the correct option (label 1), otherwise one of the
 wrong options chosen uniformly (label 0), as in EleutherAI/scalable-elicitation. Templates follow it.
+
+Rows are grouped by what they share with other rows: the question (SciQ), or the passage or context
+that several questions read (HellaSwag, CosmosQA, QuAIL, Social IQa). An example whose passage the
+student saw with its answer in another pool is a near-copy, not a test of generalization.
 """
 
 from __future__ import annotations
@@ -57,16 +61,16 @@ def _social_i_qa(row, rng):
 
 LOADERS = [
     Loader("hellaswag", "Rowan/hellaswag", None, ("ctx", "endings", "label"), _hellaswag,
-           "context + one of 4 endings -> it is the right continuation"),
+           "context + one of 4 endings -> it is the right continuation", group="ctx"),
     Loader("sciq", "allenai/sciq", None,
            ("question", "correct_answer", "distractor1", "distractor2", "distractor3"), _sciq,
-           "science question + one of 4 answers -> it is correct"),
+           "science question + one of 4 answers -> it is correct", group="question"),
     Loader("cosmos_qa", "allenai/cosmos_qa", None,
            ("context", "question", "answer0", "answer1", "answer2", "answer3", "label"), _cosmos_qa,
-           "passage + question + one of 4 answers -> it is correct"),
+           "passage + question + one of 4 answers -> it is correct", group="context"),
     Loader("quail", "textmachinelab/quail", None, ("context", "question", "answers", "correct_answer_id"), _quail,
-           "passage + question + one of 4 answers -> it is correct"),
+           "passage + question + one of 4 answers -> it is correct", group="context"),
     Loader("social_i_qa", "allenai/social_i_qa", None,
            ("context", "question", "answerA", "answerB", "answerC", "label"), _social_i_qa,
-           "social situation + question + one of 3 answers -> it is correct"),
+           "social situation + question + one of 3 answers -> it is correct", group="context"),
 ]

@@ -2,18 +2,18 @@
 (gets weak labels), oracle (gets oracle labels), val and test.
 
 Near-duplicates never straddle two pools: texts are compared after `normalize_text` (lowercase, no
-punctuation, single spaces) and deduplicated across the whole task before it is split.
+punctuation, single spaces) and deduplicated across the whole task before it is split. Nor do groups
+(`Task.groups`: the examples of one passage, question or sentence): pools are cut by whole groups.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from w2sweep.data.keys import normalize_text, text_key  # noqa: F401 (normalize_text: re-exported)
 from w2sweep.data.task import DataError, Task
 
 if TYPE_CHECKING:
@@ -32,19 +32,11 @@ class Pools:
     val: Task
     test: Task
 
-
-_PUNCTUATION = re.compile(r"[^\w\s]|_")
-
-
-def normalize_text(text: str) -> str:
-    """Lowercase, punctuation replaced by spaces, whitespace collapsed: ``"Not  GOOD!"`` -> ``"not good"``."""
-    return " ".join(_PUNCTUATION.sub(" ", text.lower()).split())
-
-
-def text_key(text: str) -> str:
-    """sha1 hex digest of the normalized text: equal for texts that differ only in case, punctuation
-    or whitespace."""
-    return hashlib.sha1(normalize_text(text).encode("utf-8")).hexdigest()
+    @property
+    def test_label1_share(self) -> float:
+        """The share of label 1 in the test pool: an accuracy means little beside its majority-class
+        rate, max(share, 1 - share), which a constant predictor reaches."""
+        return float(self.test.labels.mean())
 
 
 def dedupe(task: Task) -> Task:
@@ -86,11 +78,59 @@ def pool_capacity(num_examples: int, sizes: PoolSizes, *, name: str = "dataset")
     return counts
 
 
+def _cut(sizes: np.ndarray, order: np.ndarray, targets: list[int], *, last_takes_rest: bool) -> list[list[int]]:
+    """The groups of each pool: groups in `order` (their sizes in `sizes`), each pool filled in turn to
+    its target by first fit. A group larger than the room left waits for the next pool, so pools
+    reach their exact size whenever small groups remain (always, when every group is one example:
+    then pool k is order[bounds[k]:bounds[k+1]], as before groups existed). With `last_takes_rest`
+    the last pool also takes every group left over (its size was "the rest").
+
+    Only the few groups met when a pool is nearly full wait, so large groups are barely more likely to
+    land late. When every group left is larger than the room, the pool ends short by less than one
+    group and the sizes may then differ by seed (the grid sizes ceiling cells from the first seed)."""
+    remaining, cut = list(order), []
+    for k, target in enumerate(targets):
+        if last_takes_rest and k == len(targets) - 1:
+            cut.append(remaining)
+            break
+        taken, waiting, room = [], [], target
+        for pos, g in enumerate(remaining):
+            if room == 0:
+                waiting.extend(remaining[pos:])
+                break
+            if sizes[g] <= room:
+                taken.append(g)
+                room -= sizes[g]
+            else:
+                waiting.append(g)
+        cut.append(taken)
+        remaining = waiting
+    return cut
+
+
+def _by_first_appearance(groups: np.ndarray) -> np.ndarray:
+    """Group ids renumbered 0, 1, ... in order of each group's first example, so the pools depend on
+    which examples share a group, not on how the ids were numbered."""
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    return np.argsort(np.argsort(first))[inverse.reshape(-1)]
+
+
 def make_pools(task: Task, sizes: PoolSizes, *, seed: int) -> Pools:
-    """Dedupe `task`, shuffle it with `numpy.random.default_rng(seed)` and slice weak_train, val,
-    test, weak_label, oracle in that order (sizes from `pool_capacity`)."""
+    """Dedupe `task`, shuffle its groups with `numpy.random.default_rng(seed)` and fill weak_train,
+    val, test, weak_label, oracle in that order with whole groups (sizes from `pool_capacity`; see
+    `_cut`), so no group spans two pools. A task without groups gives every example its own group:
+    its pools are the shuffled examples sliced in that order, as they always were."""
     unique = dedupe(task)
     counts = pool_capacity(len(unique), sizes, name=task.name)
-    order = np.random.default_rng(seed).permutation(len(unique))
-    bounds = np.cumsum([0, *(counts[k] for k in POOL_NAMES)])
-    return Pools(**{k: unique.subset(order[a:b]) for k, a, b in zip(POOL_NAMES, bounds[:-1], bounds[1:])})
+    groups = np.arange(len(unique)) if unique.groups is None else _by_first_appearance(unique.groups)
+    members = np.split(np.argsort(groups, kind="stable"), np.cumsum(np.bincount(groups))[:-1])
+    order = np.random.default_rng(seed).permutation(len(members))
+    cut = _cut(np.array([len(m) for m in members]), order, [counts[k] for k in POOL_NAMES],
+               last_takes_rest=sizes.oracle is None)
+    pools = {k: unique.subset(np.concatenate([members[g] for g in gs]).astype(np.int64) if gs else [])
+             for k, gs in zip(POOL_NAMES, cut)}
+    short = [k for k in POOL_NAMES if len(pools[k]) == 0]
+    if short:
+        raise DataError(f"dataset {task.name!r}: pool {short[0]} got no example: every group left was larger "
+                        f"than its size {counts[short[0]]}; raise the pool sizes or group more finely")
+    return Pools(**pools)

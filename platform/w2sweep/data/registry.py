@@ -8,8 +8,11 @@ live one module each, declaring `Loader`s (`loader.py`): `classification` (datas
 one option -> is it the correct one) and `preference` (one response -> is it the preferred one).
 
 Randomness (which option a multiple-choice row shows, which response a preference row shows) and
-class balancing use `numpy.random.default_rng(0)`: the task is fixed data, like the synthetic
-tasks; a sweep's seeds reshuffle the pools, not the task.
+class balancing (`task.balance`) use `numpy.random.default_rng(0)`: the task is fixed data, like the
+synthetic tasks; a sweep's seeds reshuffle the pools, not the task.
+
+A loader's `group` (the passage, question or sentences its rows share) is its datasets' default
+`group`, so one passage's questions or one question's options never span two pools.
 """
 
 from __future__ import annotations
@@ -18,30 +21,21 @@ import functools
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from w2sweep.data import classification, multiple_choice, preference
 from w2sweep.data.loader import Loader
-from w2sweep.data.task import DataError, Task, one_line
+from w2sweep.data.task import TASK_SEED, DataError, Task, balance, one_line, read_groups
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from w2sweep.config import DatasetSpec
 
-TASK_SEED = 0
-
-
-def balance(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Indices [M] (ascending) of a 50/50 subset: all of the minority class and an equally large
-    random subset of the majority class, as the anchors undersample."""
-    ones, zeros = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-    minority, majority = (ones, zeros) if len(ones) <= len(zeros) else (zeros, ones)
-    kept = rng.choice(majority, size=len(minority), replace=False)
-    return np.sort(np.concatenate([minority, kept]))
+__all__ = ["TASK_SEED", "balance", "convert_rows", "loaders"]
 
 
 def convert_rows(loader: Loader, frame: pd.DataFrame, spec: DatasetSpec) -> Task:
-    """The balanced binary task of `frame`'s rows (hub format of `loader`): texts [N], labels [N]."""
+    """The balanced binary task of `frame`'s rows (hub format of `loader`): texts [N], labels [N],
+    and groups [N] from `spec.group`, else the loader's own (`_groups`)."""
     missing = [c for c in loader.columns if c not in frame.columns]
     if missing:
         raise DataError(
@@ -62,7 +56,20 @@ def convert_rows(loader: Loader, frame: pd.DataFrame, spec: DatasetSpec) -> Task
         raise DataError(f"dataset {spec.name!r}: loader {loader.name!r} made {len(labels)} examples of one class; "
                         "a binary task needs both")
     keep = balance(labels, rng)
-    return Task(spec.name, [texts[i] for i in keep], labels[keep])
+    groups = _groups(loader, frame, spec)
+    return Task(spec.name, [texts[i] for i in keep], labels[keep], None, None if groups is None else groups[keep])
+
+
+def _groups(loader: Loader, frame: pd.DataFrame, spec: DatasetSpec):
+    """Group ids [N] of the rows (before balancing), or None: `spec.group` (or the loader's default)
+    over the hub columns and the fields the loader derives from them."""
+    group = spec.group if spec.group is not None else loader.group
+    if group is None:
+        return None
+    if loader.derive is not None:
+        derived = [loader.derive(row) for row in frame[list(loader.columns)].to_dict("records")]
+        frame = pd.concat([frame.reset_index(drop=True), pd.DataFrame.from_records(derived)], axis=1)
+    return read_groups(frame, group, spec.name)
 
 
 @functools.cache
