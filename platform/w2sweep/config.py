@@ -206,8 +206,8 @@ class SweepConfig(_Strict):
     # One extra cell per dataset x weak supervisor x student x seed: sft-oracle on the whole oracle
     # pool (method "ceiling"), the strong ceiling of PGR; not part of any budget.
     ceiling: bool = False
+    costs: Costs = Costs()  # before `budgets`, which are checked against c_weak
     budgets: Annotated[list[Positive], Field(min_length=1)]
-    costs: Costs = Costs()
     spending_fractions: list[Fraction01] = []
     pairs: list[tuple[Int(ge=0, le=MAX_EXAMPLES), Int(ge=0, le=MAX_EXAMPLES)]] = []  # (n_weak, n_oracle)
     seeds: Annotated[list[Int(ge=0, le=MAX_SEED)], Field(min_length=1)] = [0]
@@ -234,12 +234,18 @@ class SweepConfig(_Strict):
     @field_validator("budgets", "seeds", "spending_fractions", "pairs")
     @classmethod
     def _listed_once(cls, value: list, info) -> list:
-        """A repeated budget, seed, fraction or pair would be dropped silently when cells are deduplicated."""
+        """A repeated budget, seed, fraction or pair would be dropped silently when cells are
+        deduplicated; a budget or pair that buys no label would make cells that train on nothing."""
         twice = repeated(value)
         if twice:
             raise ValueError(f"{shown(twice[0])} is listed twice; allowed: each value once")
         if info.field_name == "pairs" and (0, 0) in value:
             raise ValueError("pair (0, 0) buys no label; allowed: pairs with n_weak + n_oracle >= 1")
+        if info.field_name == "budgets" and "costs" in info.data:
+            for budget in value:
+                problem = budget_problem(budget, info.data["costs"].c_weak)
+                if problem:
+                    raise ValueError(problem)
         return value
 
     @field_validator("methods")
@@ -272,12 +278,8 @@ class SweepConfig(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _grid_buys_labels_and_fits(self) -> SweepConfig:
-        """Every budget buys a label, and the grid is at most `max_cells` cells, counted before any is made."""
-        for budget in self.budgets:
-            problem = budget_problem(budget, self.costs.c_weak)
-            if problem:
-                raise ValueError(problem)
+    def _grid_fits(self) -> SweepConfig:
+        """The grid is at most `max_cells` cells, counted before any is made."""
         cells = count_cells(self)
         if cells > self.max_cells:
             raise ValueError(f"the grid has {cells:,} cells, above max_cells={self.max_cells:,}; allowed: fewer "
@@ -305,6 +307,8 @@ def error_line(field: str, value: object, msg: str) -> str:
 def _format_error(err: dict) -> str:
     field = clip(".".join(str(p) for p in err["loc"]) or "<top level>", MAX_FIELD)
     msg = err["msg"].removeprefix("Value error, ")
+    if not err["loc"]:  # a check across fields: the message names them
+        return f"config error: <top level>: {clip(msg, MAX_MESSAGE)}"
     if err["type"] == "extra_forbidden":
         return f"config error: {field}: unknown key (not a field of this section)"
     if err["type"] == "missing":

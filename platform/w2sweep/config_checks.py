@@ -44,9 +44,13 @@ def shown(value: object) -> str:
     `MAX_SHOWN` characters, with credentials in a URI (``s3://key:secret@bucket``) masked."""
     if isinstance(value, dict | list | tuple):
         return type(value).__name__
-    if isinstance(value, str) and len(value) > 4 * MAX_SHOWN:
-        value = value[: 4 * MAX_SHOWN]  # repr of a 50 MB string is never built
-    return clip(_USERINFO.sub(r"\1***@", repr(value)), MAX_SHOWN)
+    if isinstance(value, str) and len(value) > MAX_SHOWN:  # the repr of a 50 MB string is never built
+        return f"{_masked(repr(value[:MAX_SHOWN]))}...({len(value)} chars)"
+    return clip(_masked(repr(value)), MAX_SHOWN)
+
+
+def _masked(text: str) -> str:
+    return _USERINFO.sub(r"\1***@", text)
 
 
 def _not_bool(value: object) -> object:
@@ -118,9 +122,10 @@ def local_storage_problem(uri: str) -> str | None:
     while not os.path.lexists(path):
         path = os.path.dirname(path)
     if not os.path.isdir(path):
-        return f"{clip(path, MAX_SHOWN)!r} is not a directory; the storage root must be a directory"
+        where = "it" if path == os.path.abspath(os.path.expanduser(uri)) else shown(path)
+        return f"{where} exists and is not a directory; allowed: a directory, or a path that can be made one"
     if not os.access(path, os.W_OK | os.X_OK):
-        return f"{clip(path, MAX_SHOWN)!r} is not writable"
+        return f"{shown(path)} is not writable; allowed: a directory this user can write"
     return None
 
 

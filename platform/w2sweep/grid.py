@@ -282,6 +282,9 @@ def check_references(config: SweepConfig) -> SweepConfig:
                 check_model_reference(spec.model)
             except ModelError as e:
                 lines.append(error_line(f"{kind}.{i}.model", spec.model, str(e)))
+            except OSError as e:  # a local path the OS refuses to look at (a name over 255 bytes)
+                lines.append(error_line(f"{kind}.{i}.model", spec.model, f"not a usable local path ({e.strerror}); "
+                                        "allowed: a packaged or tiny model, a local directory or a hub id"))
     if lines:
         raise ConfigError(lines)
     return resolved
