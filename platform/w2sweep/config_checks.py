@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import re
+from fractions import Fraction
 from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field
 
-from w2sweep.costs import exact
 from w2sweep.methods import CEILING, parse_method
 
 MAX_SHOWN = 80  # characters of a value an error line echoes (a 50 MB value was echoed whole)
@@ -132,7 +132,7 @@ def local_storage_problem(uri: str) -> str | None:
 def budget_problem(budget: float, c_weak: float) -> str | None:
     """A budget below the price of one weak label buys no label at any spending fraction: with
     n_oracle = 0 the whole budget buys floor(B / c_weak) weak labels, and n_oracle > 0 needs more."""
-    if exact(budget) < exact(c_weak):
+    if Fraction(str(budget)) < Fraction(str(c_weak)):  # exact, as `w2sweep.costs.label_counts` computes
         return f"budget {budget:g} buys no label; allowed: at least c_weak={c_weak:g} (one weak label)"
     return None
 
