@@ -187,7 +187,7 @@ def assert_refused(row: Row, tmp_path: Path, code: int, out: str, err: str) -> N
     assert "Traceback" not in err and out == "", err
     assert len(lines) == row.lines, err[:2000]
     assert row.says in lines[0], lines[0]
-    assert all(line.startswith("config error: ") and len(line) < 700 for line in lines), err[:2000]
+    assert all(line.startswith("config error: ") and len(line) < 1000 for line in lines), err[:2000]
     assert SECRET not in err and HUGE not in err
     store = tmp_path / "store"
     if store.is_dir():

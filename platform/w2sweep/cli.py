@@ -38,7 +38,7 @@ def _plan(path: str):
     """Load and validate a config, check its references and expand it (`w2sweep.grid.plan`); every
     problem becomes a BadInput line, cut to a few hundred characters. Returns the resolved config and its cells."""
     from w2sweep.config import ConfigError, load_config
-    from w2sweep.config_checks import MAX_MESSAGE, clip
+    from w2sweep.config_checks import MAX_MESSAGE, clip, one_line
     from w2sweep.data import DataError
     from w2sweep.grid import plan
     from w2sweep.models import ModelError
@@ -48,7 +48,7 @@ def _plan(path: str):
     except ConfigError as e:
         raise BadInput(e.lines) from None
     except (DataError, ModelError) as e:
-        raise BadInput([clip(f"{type(e).__name__.replace('Error', '').lower()} error: {e}", MAX_MESSAGE)]) from None
+        raise BadInput([clip(one_line(f"{type(e).__name__.replace('Error', '').lower()} error: {e}"), MAX_MESSAGE)]) from None
     return config, cells
 
 

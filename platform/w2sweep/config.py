@@ -14,8 +14,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from w2sweep.config_checks import (DEFAULT_MAX_CELLS, MAX_EXAMPLES, MAX_FIELD, MAX_LINES, MAX_MESSAGE, MAX_NAME,
-                                   MAX_SEED, Int, Real, budget_problem, clip, count_cells, no_bool_first, repeated,
-                                   shown, storage_problem)
+                                   MAX_SEED, Int, Real, budget_problem, clip, count_cells, no_bool_first, one_line,
+                                   repeated, shown, storage_problem)
 from w2sweep.config_loading import LoadError, read_yaml
 from w2sweep.methods import canonical_name, parse_method
 
@@ -24,7 +24,7 @@ class ConfigError(ValueError):
     """Invalid sweep configuration; `lines` holds one message per bad value."""
 
     def __init__(self, lines: list[str]):
-        self.lines = lines
+        self.lines = [clip(one_line(line), 2 * MAX_MESSAGE) for line in lines]  # each stays one line
         super().__init__("\n".join(lines))
 
 

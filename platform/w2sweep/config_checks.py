@@ -39,6 +39,14 @@ def clip(text: str, limit: int) -> str:
     return f"{text[:limit]}...({len(text)} chars)"
 
 
+def one_line(text: str) -> str:
+    """`text` with line breaks and other control characters escaped (``\\n``): a key or value
+    holding a newline must not turn one problem into two lines."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def shown(value: object) -> str:
     """A value as an error line shows it: a section by its type, anything else by its repr, cut to
     `MAX_SHOWN` characters, with credentials in a URI (``s3://key:secret@bucket``) masked."""
