@@ -225,3 +225,14 @@ def test_the_console_entry_point_refuses_bad_input(name, command, tmp_path):
     done = subprocess.run([sys.executable, "-m", "w2sweep.cli", command, str(make_config(row, tmp_path))],
                           capture_output=True, text=True, timeout=120)
     assert_refused(row, tmp_path, done.returncode, done.stdout, done.stderr)
+
+
+def test_the_installed_console_script_refuses_bad_input(tmp_path):
+    """The `w2sweep` script itself (pyproject's entry point), beside this interpreter."""
+    script = Path(sys.executable).with_name("w2sweep")
+    if not script.exists():
+        pytest.skip("no w2sweep console script beside this interpreter")
+    row = BY_NAME["storage_s3_credentials"]
+    done = subprocess.run([str(script), "validate", str(make_config(row, tmp_path))], capture_output=True, text=True,
+                          timeout=120)
+    assert_refused(row, tmp_path, done.returncode, done.stdout, done.stderr)
