@@ -152,6 +152,7 @@ ROWS = [
     Row("storage_s3_options", cfg(storage="s3://bucket/w2s?region=x"), "options in the URI"),
     Row("storage_s3_no_bucket", cfg(storage="s3:///w2s"), "expected s3://bucket/prefix"),
     Row("storage_nul_byte", cfg(storage="out\0puts"), "control characters"),
+    Row("storage_folder_name_too_long", cfg(storage="outputs/" + "o" * 300), "a folder name is over 255 bytes"),
     # several problems, one line each
     Row("three_problems", cfg(budgets=[-1], seeds=[-1], costs=dict(c_weak=float("inf"))), "config error: ", lines=3),
     Row("hundred_bad_budgets", cfg(budgets=["x"] * 100), "budgets.0: 'x'", lines=21),

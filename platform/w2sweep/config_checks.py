@@ -101,8 +101,12 @@ def storage_problem(uri: str) -> str | None:
         return f"expected a local path, file:// or s3://bucket/prefix of 1 to {MAX_STORAGE} characters"
     if any(ord(c) < 32 for c in uri):
         return "control characters (a NUL, a newline) are not allowed in a storage root"
-    if "://" not in uri:
-        return None
+    if "://" not in uri or uri.lower().startswith("file://"):
+        path = uri.split("://", 1)[-1]
+        if any(len(part.encode()) > 255 for part in path.split("/")):
+            return "a folder name is over 255 bytes, more than a filesystem allows"
+        if "://" not in uri:
+            return None
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     if scheme == "file":
