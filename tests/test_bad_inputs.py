@@ -123,6 +123,8 @@ ROWS = [
     Row("duplicate_fractions", cfg(spending_fractions=[0.5, 0.5]), "spending_fractions: list: 0.5 is listed twice"),
     Row("duplicate_methods", cfg(methods=["seq-sft", "seq-sft"]), "method 'seq-sft' is listed twice"),
     Row("pair_buying_no_label", cfg(pairs=[[0, 0]]), "pairs: list: pair (0, 0) buys no label"),
+    Row("oracle_only_method_below_c_oracle", cfg(methods=["sft-oracle"], budgets=[0.5, 4]),
+        "<top level>: budget 0.5 buys no oracle label for method 'sft-oracle'"),
     Row("budget_1e-300", cfg(budgets=[1e-300]), "budgets: list: budget 1e-300 buys no label; allowed: at least c_weak=0.1"),
     # names, references and sizes
     Row("name_300_chars", cfg(name="a" * 300), "name: 'aaaa"),

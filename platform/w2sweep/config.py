@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -17,7 +18,7 @@ from w2sweep.config_checks import (DEFAULT_MAX_CELLS, MAX_EXAMPLES, MAX_FIELD, M
                                    MAX_SEED, Int, Real, budget_problem, clip, count_cells, no_bool_first, one_line,
                                    repeated, shown, storage_problem)
 from w2sweep.config_loading import LoadError, read_yaml
-from w2sweep.methods import canonical_name, parse_method
+from w2sweep.methods import CEILING, canonical_name, parse_method
 
 
 class ConfigError(ValueError):
@@ -279,11 +280,18 @@ class SweepConfig(_Strict):
 
     @model_validator(mode="after")
     def _grid_fits(self) -> SweepConfig:
-        """The grid is at most `max_cells` cells, counted before any is made."""
+        """The grid is at most `max_cells` cells, counted before any is made; then every cell of an
+        oracle-only method buys an oracle label (a budget below c_oracle would train it on nothing)."""
         cells = count_cells(self)
         if cells > self.max_cells:
             raise ValueError(f"the grid has {cells:,} cells, above max_cells={self.max_cells:,}; allowed: fewer "
                              "datasets, students, methods, budgets, fractions or seeds, or a higher max_cells")
+        oracle_only = [m for m in self.methods if m != CEILING and parse_method(m).fixed_fraction == 1.0]
+        if oracle_only and self.spending_fractions:
+            cheapest = min(self.budgets)
+            if Fraction(str(cheapest)) < Fraction(str(self.costs.c_oracle)):
+                raise ValueError(f"budget {cheapest:g} buys no oracle label for method {oracle_only[0]!r}, which "
+                                 f"reads only oracle labels; allowed: budgets of at least c_oracle={self.costs.c_oracle:g}")
         return self
 
     def _warn_unused_method_options(self) -> None:
