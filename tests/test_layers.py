@@ -16,11 +16,13 @@ import pytest
 import w2sweep
 
 PACKAGE = Path(w2sweep.__file__).parent
-CORE = {"config", "costs", "data", "models", "losses", "train", "metrics", "results", "frontier", "storage",
+CORE = {"config", "config_checks", "config_loading", "costs", "data", "models", "losses", "train", "metrics", "results", "frontier", "storage",
         "layout", "methods", "prompting", "weak", "features", "grid", "cells", "report", "status", "pull"}
 ORCHESTRATION = {"sweep", "claims", "distributed", "telemetry", "cli", "raycompat"}
 FORBIDDEN = {  # component -> components it must not import, and why
     "config": ({"data"}, "the config schema knows no dataset (references are checked by grid.plan)"),
+    "config_checks": ({"data"}, "the config schema knows no dataset (references are checked by grid.plan)"),
+    "config_loading": ({"data"}, "the config schema knows no dataset (references are checked by grid.plan)"),
     "weak": ({"grid"}, "weak labels are computed from specs, not from the grid"),
     "features": ({"grid"}, "features are computed from specs, not from the grid"),
 }

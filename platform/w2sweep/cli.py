@@ -36,8 +36,9 @@ class BadInput(Exception):
 
 def _plan(path: str):
     """Load and validate a config, check its references and expand it (`w2sweep.grid.plan`); every
-    problem becomes a BadInput line. Returns the resolved config and its cells."""
+    problem becomes a BadInput line, cut to a few hundred characters. Returns the resolved config and its cells."""
     from w2sweep.config import ConfigError, load_config
+    from w2sweep.config_checks import MAX_MESSAGE, clip, one_line
     from w2sweep.data import DataError
     from w2sweep.grid import plan
     from w2sweep.models import ModelError
@@ -47,7 +48,7 @@ def _plan(path: str):
     except ConfigError as e:
         raise BadInput(e.lines) from None
     except (DataError, ModelError) as e:
-        raise BadInput([f"{type(e).__name__.replace('Error', '').lower()} error: {e}"]) from None
+        raise BadInput([clip(one_line(f"{type(e).__name__.replace('Error', '').lower()} error: {e}"), MAX_MESSAGE)]) from None
     return config, cells
 
 
@@ -70,6 +71,7 @@ def cmd_validate(args) -> int:
 
 def cmd_run(args) -> int:
     config, _ = _plan(args.config)
+    from w2sweep.config_checks import MAX_MESSAGE, clip
     from w2sweep.frontier import write_frontier
     from w2sweep.storage import Storage, StorageError
     from w2sweep.sweep import ClusterError, run_sweep, shutdown_in_background
@@ -77,12 +79,12 @@ def cmd_run(args) -> int:
     try:  # wrong credentials, an unreachable endpoint, a missing bucket: one line, before any compute
         Storage.from_uri(config.storage).check()
     except StorageError as e:
-        raise BadInput([str(e)]) from None
+        raise BadInput([clip(str(e), MAX_MESSAGE)]) from None
 
     try:
         report = run_sweep(config)
     except ClusterError as e:  # no cluster at RAY_ADDRESS: raised before anything is written or trained
-        raise BadInput([str(e)]) from None
+        raise BadInput([clip(str(e), MAX_MESSAGE)]) from None
     closing = shutdown_in_background()  # Ray is not needed for the frontier
     print(f"{config.name}: {report.num_done} cells finished, {report.num_skipped} already done, "
           f"{len(report.failed)} failed (of {report.num_cells})")

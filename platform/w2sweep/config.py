@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import re
 import warnings
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from w2sweep.methods import canonical_name, parse_method
+from w2sweep.config_checks import (DEFAULT_MAX_CELLS, MAX_EXAMPLES, MAX_FIELD, MAX_LINES, MAX_MESSAGE, MAX_NAME,
+                                   MAX_SEED, Int, Real, budget_problem, clip, count_cells, no_bool_first, one_line,
+                                   repeated, shown, storage_problem)
+from w2sweep.config_loading import LoadError, read_yaml
+from w2sweep.methods import CEILING, canonical_name, parse_method
 
 
 class ConfigError(ValueError):
     """Invalid sweep configuration; `lines` holds one message per bad value."""
 
     def __init__(self, lines: list[str]):
-        self.lines = lines
+        self.lines = [clip(one_line(line), 2 * MAX_MESSAGE) for line in lines]  # each stays one line
         super().__init__("\n".join(lines))
 
 
@@ -43,19 +47,27 @@ class _Strict(BaseModel):
         return dump
 
 
-PositiveInt = Annotated[int, Field(gt=0)]
-Fraction01 = Annotated[float, Field(ge=0.0, le=1.0)]
+# Numbers refuse booleans (`true` read as 1) and, for floats, .inf/.nan; every training setting has
+# a range (README: "Limits"). The types are int and float as before: valid configs dump (and hash into
+# cell ids) unchanged.
+PositiveInt = Int(gt=0)
+Fraction01 = Real(ge=0.0, le=1.0)
+Examples = Int(gt=0, le=MAX_EXAMPLES)
+Positive = Real(gt=0)
+Steps = Int(gt=0, le=1000)  # epochs, patience
+BatchSize = Int(gt=0, le=65_536)
+Workers = Real(gt=0, le=1024)  # CPUs or GPUs of one worker
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 
 
 class PoolSizes(_Strict):
     """Examples per pool. The weak-label and oracle pools share what is left when unset."""
 
-    weak_train: PositiveInt = 500
-    val: PositiveInt = 200
-    test: PositiveInt = 500
-    weak_label: PositiveInt | None = None
-    oracle: PositiveInt | None = None
+    weak_train: Examples = 500
+    val: Examples = 200
+    test: Examples = 500
+    weak_label: Examples | None = None
+    oracle: Examples | None = None
 
 
 class DatasetSpec(_Strict):
@@ -83,7 +95,7 @@ class DatasetSpec(_Strict):
     label_map: dict[str, int] | None = None  # raw label (as string) -> 0/1
     loader: str | None = None  # hub dataset family converting rows in its hub format
     weak_label: str | None = None  # column holding external weak labels
-    num_examples: PositiveInt | None = None  # synthetic: how many to make; others: a cap on rows read
+    num_examples: Examples | None = None  # synthetic: how many to make; others: a cap on rows read
     pools: PoolSizes = PoolSizes()
     group: NonEmptyStr | Annotated[tuple[NonEmptyStr, ...], Field(min_length=1)] | None = None
     balance: bool = False  # undersample the majority class to 50/50 before the pools are cut
@@ -118,29 +130,29 @@ class ModelSpec(_Strict):
 
     model: str
     name: str | None = None  # how results call it; defaults to `model`
-    lr: Annotated[float, Field(gt=0)] | None = None
-    epochs: PositiveInt | None = None
-    batch_size: PositiveInt | None = None
-    max_length: PositiveInt | None = None
-    min_steps: Annotated[int, Field(ge=0)] | None = None  # optimizer steps at least, however few labels
-    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    weight_decay: Annotated[float, Field(ge=0)] = 0.01
-    patience: PositiveInt = 2  # evaluations without a better validation AUROC before stopping
+    lr: Real(gt=0, le=1) | None = None
+    epochs: Steps | None = None
+    batch_size: BatchSize | None = None
+    max_length: Int(gt=0, le=131_072) | None = None
+    min_steps: Int(ge=0, le=10_000_000) | None = None  # optimizer steps at least, however few labels
+    warmup_ratio: Real(ge=0, lt=1) = 0.1
+    weight_decay: Real(ge=0, le=1) = 0.01
+    patience: Steps = 2  # evaluations without a better validation AUROC before stopping
     tokenizer: str | None = None  # tiny models borrow a real tokenizer (w2sweep.models.registry.TINY_TOKENIZERS)
     trust_remote_code: bool = False
     # What is trained: every weight (full), low-rank adapters plus the head (lora, peft), or the head
     # alone on a frozen body (head: a linear probe).
     mode: Literal["full", "lora", "head"] = "full"
-    lora_rank: PositiveInt = 8
-    lora_alpha: Annotated[float, Field(gt=0)] = 16.0
+    lora_rank: Int(gt=0, le=4096) = 8
+    lora_alpha: Real(gt=0, le=1e6) = 16.0
     lora_target_modules: Annotated[list[str], Field(min_length=1)] | None = None  # None: peft's per architecture
     # Distributed training (students): more than one worker trains the cell with DeepSpeed under Ray Train.
-    num_workers: PositiveInt = 1
-    cpus_per_worker: Annotated[float, Field(gt=0)] | None = None  # None: the sweep's resources.cpu
-    gpus_per_worker: Annotated[float, Field(ge=0)] | None = None  # None: the sweep's resources.gpu
-    zero_stage: Literal[0, 2, 3] = 2  # DeepSpeed ZeRO stage (num_workers > 1)
+    num_workers: Int(gt=0, le=1024) = 1
+    cpus_per_worker: Workers | None = None  # None: the sweep's resources.cpu
+    gpus_per_worker: Real(ge=0, le=1024) | None = None  # None: the sweep's resources.gpu
+    zero_stage: no_bool_first(Literal[0, 2, 3]) = 2  # DeepSpeed ZeRO stage (num_workers > 1)
     offload: bool = False  # ZeRO-Offload: optimizer states and step on the CPU (zero_stage 2 or 3)
-    micro_batch_size: PositiveInt | None = None  # examples per forward/backward and worker; None: batch_size/num_workers
+    micro_batch_size: BatchSize | None = None  # examples per forward/backward and worker; None: batch_size/num_workers
     # torch.compile the training forward (one worker): on a GPU a 0.5B student's steps ran 1.5x faster,
     # after a compile of about 80 s in every cell process (docs/benchmarks.md, P2).
     compile: bool = False
@@ -171,8 +183,8 @@ class ModelSpec(_Strict):
 class Costs(_Strict):
     """Label prices in label units."""
 
-    c_oracle: Annotated[float, Field(gt=0)] = 1.0
-    c_weak: Annotated[float, Field(gt=0)] = 0.1
+    c_oracle: Positive = 1.0
+    c_weak: Positive = 0.1
 
     @model_validator(mode="after")
     def _weak_is_cheaper(self) -> Costs:
@@ -186,18 +198,18 @@ class Costs(_Strict):
 class Resources(_Strict):
     """What one cell asks of the cluster."""
 
-    cpu: Annotated[float, Field(gt=0)] = 1
-    gpu: Annotated[float, Field(ge=0)] = 0
+    cpu: Workers = 1
+    gpu: Real(ge=0, le=1024) = 0
 
 
 class MethodOptions(_Strict):
     """Settings of the method suffixes, the same for every cell of the sweep. Only the settings a
     cell's method reads enter its id."""
 
-    fewshot_k: PositiveInt = 4  # +fewshot: shots per stage, paid from that stage's labels
+    fewshot_k: Int(gt=0, le=1024) = 4  # +fewshot: shots per stage, paid from that stage's labels
     # loss name -> {option: value}, e.g. {logconf: {aux_coef: 0.5, warmup_frac: 0.1}}; unset options
     # take the defaults in w2sweep.losses
-    loss_options: dict[str, dict[str, float]] = {}
+    loss_options: dict[str, dict[str, Real()]] = {}
 
     @field_validator("loss_options")
     @classmethod
@@ -221,19 +233,46 @@ class SweepConfig(_Strict):
     # One extra cell per dataset x weak supervisor x student x seed: sft-oracle on the whole oracle
     # pool (method "ceiling"), the strong ceiling of PGR; not part of any budget.
     ceiling: bool = False
-    budgets: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)]
-    costs: Costs = Costs()
+    costs: Costs = Costs()  # before `budgets`, which are checked against c_weak
+    budgets: Annotated[list[Positive], Field(min_length=1)]
     spending_fractions: list[Fraction01] = []
-    pairs: list[tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]] = []  # (n_weak, n_oracle)
-    seeds: Annotated[list[int], Field(min_length=1)] = [0]
+    pairs: list[tuple[Int(ge=0, le=MAX_EXAMPLES), Int(ge=0, le=MAX_EXAMPLES)]] = []  # (n_weak, n_oracle)
+    seeds: Annotated[list[Int(ge=0, le=MAX_SEED)], Field(min_length=1)] = [0]
     resources: Resources = Resources()
-    max_failures: Annotated[int, Field(ge=0)] = 1  # retries of a failed cell before it counts as failed
+    max_failures: Int(ge=0, le=100) = 1  # retries of a failed cell before it counts as failed
+    max_cells: PositiveInt = DEFAULT_MAX_CELLS  # a bigger grid is refused before its cells are made
 
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
-            raise ValueError(f"{value!r} must be letters, digits, '_', '.', '-' (it names a storage folder)")
+        if len(value) > MAX_NAME or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError(f"must be 1 to {MAX_NAME} letters, digits, '_', '.', '-' (it names a storage folder)")
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_syntax(cls, value: str) -> str:
+        """What `run` would refuse about the root's text, refused at validate (no server contacted)."""
+        problem = storage_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("budgets", "seeds", "spending_fractions", "pairs")
+    @classmethod
+    def _listed_once(cls, value: list, info) -> list:
+        """A repeated budget, seed, fraction or pair would be dropped silently when cells are
+        deduplicated; a budget or pair that buys no label would make cells that train on nothing."""
+        twice = repeated(value)
+        if twice:
+            raise ValueError(f"{shown(twice[0])} is listed twice; allowed: each value once")
+        if info.field_name == "pairs" and (0, 0) in value:
+            raise ValueError("pair (0, 0) buys no label; allowed: pairs with n_weak + n_oracle >= 1")
+        if info.field_name == "budgets" and "costs" in info.data:
+            for budget in value:
+                problem = budget_problem(budget, info.data["costs"].c_weak)
+                if problem:
+                    raise ValueError(problem)
         return value
 
     @field_validator("methods")
@@ -265,6 +304,22 @@ class SweepConfig(_Strict):
         self._warn_unused_method_options()
         return self
 
+    @model_validator(mode="after")
+    def _grid_fits(self) -> SweepConfig:
+        """The grid is at most `max_cells` cells, counted before any is made; then every cell of an
+        oracle-only method buys an oracle label (a budget below c_oracle would train it on nothing)."""
+        cells = count_cells(self)
+        if cells > self.max_cells:
+            raise ValueError(f"the grid has {cells:,} cells, above max_cells={self.max_cells:,}; allowed: fewer "
+                             "datasets, students, methods, budgets, fractions or seeds, or a higher max_cells")
+        oracle_only = [m for m in self.methods if m != CEILING and parse_method(m).fixed_fraction == 1.0]
+        if oracle_only and self.spending_fractions:
+            cheapest = min(self.budgets)
+            if Fraction(str(cheapest)) < Fraction(str(self.costs.c_oracle)):
+                raise ValueError(f"budget {cheapest:g} buys no oracle label for method {oracle_only[0]!r}, which "
+                                 f"reads only oracle labels; allowed: budgets of at least c_oracle={self.costs.c_oracle:g}")
+        return self
+
     def _warn_unused_method_options(self) -> None:
         methods = [parse_method(m) for m in self.methods]
         fields = self.method_options.model_fields_set
@@ -278,14 +333,16 @@ class SweepConfig(_Strict):
 
 def error_line(field: str, value: object, msg: str) -> str:
     """One bad value as the line the CLI prints: the field, the value (a section by its type) and
-    what is allowed. The schema's errors and the planning step's reference checks share it."""
-    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
-    return f"config error: {field}: {shown}: {msg}"
+    what is allowed. The schema's errors and the planning step's reference checks share it; every
+    part is cut to a few hundred characters (`w2sweep.config_checks.shown`), so a huge value stays one line."""
+    return f"config error: {clip(field, MAX_FIELD)}: {shown(value)}: {clip(msg, MAX_MESSAGE)}"
 
 
 def _format_error(err: dict) -> str:
-    field = ".".join(str(p) for p in err["loc"]) or "<top level>"
+    field = clip(".".join(str(p) for p in err["loc"]) or "<top level>", MAX_FIELD)
     msg = err["msg"].removeprefix("Value error, ")
+    if not err["loc"]:  # a check across fields: the message names them
+        return f"config error: <top level>: {clip(msg, MAX_MESSAGE)}"
     if err["type"] == "extra_forbidden":
         return f"config error: {field}: unknown key (not a field of this section)"
     if err["type"] == "missing":
@@ -294,23 +351,26 @@ def _format_error(err: dict) -> str:
 
 
 def parse_config(raw: object) -> SweepConfig:
+    """The config of plain data `raw`; ConfigError with one line per problem, at most `MAX_LINES`
+    of them and one line counting the rest (a list of 10^5 bad values stays readable)."""
     if not isinstance(raw, dict):
-        raise ConfigError([f"config error: <top level>: expected a mapping, got {type(raw).__name__}"])
+        kind = "an empty file" if raw is None else type(raw).__name__
+        raise ConfigError([f"config error: <top level>: expected a mapping of fields, got {kind}"])
     try:
         return SweepConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError([_format_error(err) for err in e.errors()]) from None
+        lines = [_format_error(err) for err in e.errors(include_url=False)]
+    except RecursionError:  # data built in Python, nested beyond what YAML loading allows
+        lines = ["config error: <top level>: nested too deeply"]
+    if len(lines) > MAX_LINES:
+        lines = [*lines[:MAX_LINES], f"config error: {len(lines) - MAX_LINES} more problems not shown"]
+    raise ConfigError(lines)
 
 
 def load_config(path: str | Path) -> SweepConfig:
+    """The config in the YAML file at `path`; ConfigError (one line per problem) for anything else."""
     try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise ConfigError([f"config error: {path}: cannot read ({e.strerror})"]) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where else ""
-        raise ConfigError([f"config error: {path}: not valid YAML{line}"]) from None
+        raw = read_yaml(path)
+    except LoadError as e:
+        raise ConfigError([f"config error: {clip(str(path), MAX_FIELD)}: {e}"]) from None
     return parse_config(raw)

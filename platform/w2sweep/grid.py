@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from w2sweep import costs, layout
 from w2sweep.config import (ConfigError, Costs, DatasetSpec, MethodOptions, ModelSpec, Resources, SweepConfig,
                             error_line)
+from w2sweep.config_checks import local_storage_problem
 from w2sweep.data import dataset_problem, pools_for, resolve_dataset
 from w2sweep.features import ensure_features, features_key, uses_features
 from w2sweep.features import object_key as features_object_key
@@ -262,6 +263,9 @@ def check_references(config: SweepConfig) -> SweepConfig:
     dataset's data (synthetic task, loader, local path) and every model reference exist here.
     Raises ConfigError with one line per problem, in the schema's format."""
     lines = []
+    problem = local_storage_problem(config.storage)  # a file where the root should be: refused at validate
+    if problem is not None:
+        lines.append(error_line("storage", config.storage, problem))
     resolved = _resolved(config)
     for i, (given, dataset) in enumerate(zip(config.datasets, resolved.datasets)):
         problem = dataset_problem(dataset)
@@ -278,6 +282,9 @@ def check_references(config: SweepConfig) -> SweepConfig:
                 check_model_reference(spec.model)
             except ModelError as e:
                 lines.append(error_line(f"{kind}.{i}.model", spec.model, str(e)))
+            except OSError as e:  # a local path the OS refuses to look at (a name over 255 bytes)
+                lines.append(error_line(f"{kind}.{i}.model", spec.model, f"not a usable local path ({e.strerror}); "
+                                        "allowed: a packaged or tiny model, a local directory or a hub id"))
     if lines:
         raise ConfigError(lines)
     return resolved
