@@ -151,9 +151,18 @@ def test_missing_credentials_are_one_clear_line(seaweedfs, s3_env, monkeypatch):
 
 def test_missing_bucket_is_one_clear_line(moto_s3, s3_env):
     s3_env(moto_s3)
-    with pytest.raises(StorageError, match=r"^storage error: s3://no-such-bucket/runs/\S+: bucket "
+    with pytest.raises(StorageError, match=r"^storage error: s3://no-such-bucket/runs: bucket "
                                            r"'no-such-bucket' does not exist at http://127\.0\.0\.1:\d+$"):
         Storage.from_uri("s3://no-such-bucket/runs").check()
+
+
+def test_check_never_creates_a_missing_bucket(seaweedfs, s3_env):
+    """SeaweedFS creates a bucket on the first PUT into it: the check must ask first, and refuse."""
+    s3_env(seaweedfs)
+    with pytest.raises(StorageError, match=r"bucket 'typo-bucket' does not exist"):
+        Storage.from_uri("s3://typo-bucket/runs").check()
+    names = [b["Name"] for b in Storage.from_uri(fresh_root(seaweedfs)).client.list_buckets()["Buckets"]]
+    assert "typo-bucket" not in names
 
 
 def test_cut_connections_mid_upload_fail_after_bounded_retries_and_leave_no_object(seaweedfs, s3_env):

@@ -127,6 +127,23 @@ class S3Storage(Storage, scheme="s3"):
         except BotoCoreError as e:
             raise self._error(key, e) from None
 
+    def check(self) -> None:
+        """`Storage.check`, after asking whether the bucket exists: some servers (SeaweedFS) create a
+        missing bucket on the probe's PUT, and a typo in a bucket name must be an error, not a new bucket."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as e:
+            if http_status(e) == 404:
+                raise StorageError(f"storage error: {self.uri}: bucket {self.bucket!r} does not exist at "
+                                   f"{self.endpoint or f'AWS S3 ({self.region})'}") from None
+        except BotoCoreError:
+            pass
+        # Anything else (a HEAD answer has no body, so no error code) is named by the probe's PUT below,
+        # with its retries and one-line error.
+        super().check()
+
     def _error(self, key: str, e: Exception) -> StorageError:
         return describe(e, where=f"storage error: {self.url(key)}", at=self.endpoint or f"AWS S3 ({self.region})",
                         bucket=self.bucket, attempts=getattr(self._attempts, "count", 0))
