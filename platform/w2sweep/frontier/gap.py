@@ -102,7 +102,7 @@ def no_signal(curves: pd.DataFrame) -> pd.DataFrame:
         points.groupby(MODELS, observed=True)["majority_rate"].transform("mean"))
     with np.errstate(invalid="ignore"):
         beats = (points["accuracy_ci_low"] > majority + EPS).groupby(
-            [points[m] for m in MODELS], observed=True).any().rename("_beats").reset_index()
+            [points[m] for m in MODELS], observed=True).any().rename("beats_majority").reset_index()
     groups = groups.merge(beats, on=MODELS).merge(ceilings(points), on=MODELS, how="left")
     reasons = []
     for g in groups.itertuples(index=False):
@@ -110,7 +110,7 @@ def no_signal(curves: pd.DataFrame) -> pd.DataFrame:
         if np.isfinite(g.ceiling_auroc_ci_low) and g.ceiling_auroc_ci_low <= CHANCE_AUROC:
             parts.append(f"ceiling AUROC {g.ceiling_auroc:.3f} [{g.ceiling_auroc_ci_low:.3f}, "
                          f"{g.ceiling_auroc_ci_high:.3f}] ({g.ceiling_source}) does not exclude 0.5")
-        if np.isfinite(g.majority_rate) and not g._beats:
+        if np.isfinite(g.majority_rate) and not g.beats_majority:
             parts.append(f"no point's accuracy is significantly above the majority-class rate "
                          f"{g.majority_rate:.3f} (highest interval lower end: {g.best_accuracy_ci_low:.3f})")
         reasons.append("; ".join(parts))
