@@ -105,7 +105,7 @@ def naive_regimes(curves: pd.DataFrame, *, tolerance: float) -> pd.DataFrame:
         regime = ("indeterminate" if len(group) < 2 else "quantity-dominant" if near_0 and not near_1
                   else "quality-dominant" if near_1 and not near_0
                   else "mixed" if not near_0 and not near_1 and 0 < best_fraction < 1 else "indeterminate")
-        rows.append(dict(zip(fr.GROUP + ["budget"], key), regime=regime, best_fraction=best_fraction,
+        rows.append(dict(zip(fr.GROUP + ["budget"], key), regime_by_tolerance=regime, best_fraction=best_fraction,
                          best_accuracy=best))
     return pd.DataFrame(rows)
 
@@ -144,7 +144,9 @@ def check_same(agg: fr.Aggregate, naive: dict) -> None:
 
     cols = fr.GROUP + ["cost", "accuracy_mean"]
     pd.testing.assert_frame_equal(plain(agg.frontier, cols), plain(naive["frontier"], cols))
-    cols = fr.GROUP + ["budget", "regime", "best_fraction", "best_accuracy"]
+    # The regime itself is not compared: the naive loop applies the tolerance only, while the frontier
+    # also requires a paired significance test (w2sweep.frontier.regimes).
+    cols = fr.GROUP + ["budget", "best_fraction", "best_accuracy"]
     pd.testing.assert_frame_equal(plain(agg.regimes, cols), plain(naive["regimes"], cols), check_dtype=False)
     cols = fr.GROUP + ["budget", "best_accuracy"]
     pd.testing.assert_frame_equal(plain(agg.budget_points, cols), plain(naive["budget_points"], cols),

@@ -70,15 +70,16 @@ def pgr(curves: pd.DataFrame) -> pd.DataFrame:
                             for c in (c_low, c_high)])
     table["pgr_low"] = np.where(bad, math.nan, corners.min(axis=0))
     table["pgr_high"] = np.where(bad, math.nan, corners.max(axis=0))
-    noise_reason = [
+    noise_reason = np.full(len(table), "", dtype=object)
+    noise_reason[noise] = [
         "ceiling - weak not significantly above 0: " + (
             f"the ceiling's interval [{lo:.4g}, {hi:.4g}] does not lie above the weak accuracy {w:.4g}"
             if np.isfinite(lo) else "the ceiling has no interval (one seed, no predictions, no stored CI)")
-        for lo, hi, w in zip(c_low, c_high, weak)]
+        for lo, hi, w in zip(c_low[noise], c_high[noise], weak[noise])]
     table["reason"] = np.select(
         [no_ceiling, no_weak, flat, noise],
         [f"no ceiling: no '{CEILING_METHOD}' or '{ORACLE_METHOD}' result for this dataset/weak supervisor/student",
-         "no weak accuracy", "ceiling accuracy is not above the weak accuracy", np.array(noise_reason, dtype=object)],
+         "no weak accuracy", "ceiling accuracy is not above the weak accuracy", noise_reason],
         default="",
     )
     table["ceiling_source"] = table["ceiling_source"].fillna("")

@@ -30,10 +30,12 @@ def regimes(curves: pd.DataFrame, *, tolerance: float, confidence: float = stats
     noise separates an endpoint stays below 1 - confidence per budget).
 
     - "quantity-dominant": f=0 run and not separated; f=1 separated (or not run, its stand-in the best);
-    - "quality-dominant":  f=1 run and not separated; f=0 separated (or not run, its stand-in the best);
+                           and f=0 beats f=1 by the same two tests (``diff_ends_*``: f=0 - f=1);
+    - "quality-dominant":  the same with 0 and 1 exchanged;
     - "mixed":             best strictly inside (0, 1), both endpoints separated (or not run, as above);
     - "indeterminate":     otherwise, with ``reason``: one fraction run, no value, no endpoint separated
-                           ("within noise"), or an endpoint not run whose stand-in is within noise.
+                           ("within noise"), the endpoints not separable from each other, or an
+                           endpoint not run whose stand-in is within noise of the best.
     """
     if not tolerance >= 0:
         raise ValueError(f"tolerance={tolerance!r}: must be a number >= 0 ({metric} units)")
@@ -42,7 +44,8 @@ def regimes(curves: pd.DataFrame, *, tolerance: float, confidence: float = stats
     value, best_name = f"{metric}_mean", f"best_{metric}"
     at = {0: f"{metric}_at_0", 1: f"{metric}_at_1"}
     columns = KEYS + ["regime", "reason", "best_fraction", best_name, at[0], at[1], "num_fractions",
-                      "diff_0_low", "diff_0_high", "diff_1_low", "diff_1_high", "comparison",
+                      "diff_0_low", "diff_0_high", "diff_1_low", "diff_1_high", "diff_ends_low",
+                      "diff_ends_high", "comparison",
                       "majority_rate", "metric", "tolerance", "confidence"]
     fractions = curves.loc[curves["spending_fraction"].notna(), KEYS + ["spending_fraction", value,
                                                                         "majority_rate"]]
@@ -90,15 +93,19 @@ def _compare(table: pd.DataFrame, curves: pd.DataFrame, rows: pd.DataFrame | Non
         parts.append(table.loc[other, KEYS].assign(
             fraction_a=table.loc[other, "best_fraction"], fraction_b=table.loc[other, f"rep_{s}"],
             confidence=level[other.to_numpy()], _side=s))
+    # The endpoints (or stand-ins) against each other: a claim that one of them is the best needs it.
+    ends = table["rep_0"] != table["rep_1"]
+    parts.append(table.loc[ends, KEYS].assign(fraction_a=table.loc[ends, "rep_0"], fraction_b=table.loc[ends, "rep_1"],
+                                              confidence=level[ends.to_numpy()], _side="ends"))
     pairs = pd.concat(parts, ignore_index=True)
     diffs = stats.paired_differences(pairs.drop(columns="_side"), KEYS, rows, curves, predictions, metric)
     diffs["_side"] = pairs["_side"].to_numpy()
-    for s in (0, 1):
+    for s in (0, 1, "ends"):
         side = diffs[diffs["_side"] == s][KEYS + ["diff_low", "diff_high", "comparison"]]
         side = side.rename(columns={"diff_low": f"diff_{s}_low", "diff_high": f"diff_{s}_high",
                                     "comparison": f"_comparison_{s}"})
         table = table.merge(side.astype({k: table[k].dtype for k in KEYS}), on=KEYS, how="left")
-    methods = table[["_comparison_0", "_comparison_1"]].fillna("")
+    methods = table[["_comparison_0", "_comparison_1", "_comparison_ends"]].fillna("")
     table["comparison"] = [" / ".join(dict.fromkeys(m for m in pair if m)) for pair in methods.to_numpy()]
     return table
 
@@ -117,18 +124,26 @@ def _decide(table: pd.DataFrame, best_name: str, at: dict, tolerance: float) -> 
         is_best = (table[f"rep_{s}"] == table["best_fraction"]).to_numpy()
         separated = ~is_best & beyond & significant
         state[s] = np.select([separated, run, is_best], ["separated", "tied", "not run"], default="unknown")
-        why[s] = [_why(s, rep, g, lo, hi, b, tolerance) if not top else ""
-                  for rep, g, lo, hi, b, top in zip(table[f"rep_{s}"], gap, low, high, beyond, is_best)]
+        why[s] = (table[f"rep_{s}"].to_numpy(float), gap, low, high, beyond, is_best)
     inside = ((table["best_fraction"] > 0) & (table["best_fraction"] < 1)).to_numpy()
     beaten = {s: np.isin(state[s], ["separated", "not run"]) for s in (0, 1)}
     evidence = (state[0] == "separated") | (state[1] == "separated")
     one = table["num_fractions"].to_numpy() < 2
+    shape = {0: (state[0] == "tied") & beaten[1], 1: (state[1] == "tied") & beaten[0]}
+    ends_gap = table["_rep_value_0"].to_numpy(float) - table["_rep_value_1"].to_numpy(float)
+    ends_low, ends_high = table["diff_ends_low"].to_numpy(float), table["diff_ends_high"].to_numpy(float)
+    with np.errstate(invalid="ignore"):  # the tied endpoint beats the other one, beyond noise
+        apart = {0: (ends_gap > tolerance + EPS) & (ends_low > 0), 1: (-ends_gap > tolerance + EPS) & (ends_high < 0)}
     conditions = [one, ~np.isfinite(best), ~evidence, (state[0] == "unknown") | (state[1] == "unknown"),
-                  (state[0] == "tied") & beaten[1], (state[1] == "tied") & beaten[0],
-                  inside & beaten[0] & beaten[1]]
-    regime = np.select(conditions, ["indeterminate"] * 4 + ["quantity-dominant", "quality-dominant", "mixed"],
-                       default="indeterminate")
+                  shape[0] & apart[0], shape[1] & apart[1], shape[0] | shape[1], inside & beaten[0] & beaten[1]]
+    regime = np.select(conditions, ["indeterminate"] * 4 + ["quantity-dominant", "quality-dominant",
+                                                             "indeterminate", "mixed"], default="indeterminate")
     reasons = []
+
+    def explain(s: int, i: int) -> str:
+        rep, gap, low, high, beyond, is_best = (a[i] for a in why[s])
+        return "" if is_best else _why(s, rep, gap, low, high, beyond, tolerance)
+
     for i in range(len(table)):
         if one[i]:
             reasons.append("one spending fraction run")
@@ -136,9 +151,13 @@ def _decide(table: pd.DataFrame, best_name: str, at: dict, tolerance: float) -> 
             reasons.append("no value")
         elif not evidence[i]:
             reasons.append("within noise: no endpoint separable from the best (" + "; ".join(
-                why[s][i] for s in (0, 1) if why[s][i]) + ")")
+                filter(None, (explain(s, i) for s in (0, 1)))) + ")")
         elif state[0][i] == "unknown" or state[1][i] == "unknown":
-            reasons.append("; ".join(f"f={s} not run and " + why[s][i] for s in (0, 1) if state[s][i] == "unknown"))
+            reasons.append("; ".join(f"f={s} not run and " + explain(s, i) for s in (0, 1) if state[s][i] == "unknown"))
+        elif (shape[0][i] and not apart[0][i]) or (shape[1][i] and not apart[1][i]):
+            reasons.append(f"within noise: f={table['rep_0'].iat[i]:g} and f={table['rep_1'].iat[i]:g} are not "
+                           f"separable from each other (difference {ends_gap[i]:.3g}, interval "
+                           f"[{ends_low[i]:.3g}, {ends_high[i]:.3g}], tolerance {tolerance:g})")
         else:
             reasons.append("")
     return regime, reasons
