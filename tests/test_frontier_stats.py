@@ -27,12 +27,16 @@ EFFECT = {10.0: {0.0: 0.80, 0.5: 0.74, 1.0: 0.66},
 EXPECTED = {10.0: "quantity-dominant", 100.0: "mixed", 1000.0: "quality-dominant"}
 
 
+NOISE_BUDGETS = [10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0]
+NOISE_FRACTIONS = [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
 def noise_rows(num_seeds: int = 10, *, sd: float = 0.02, seed: int = 0) -> list[dict]:
     """Every model at the majority rate 0.69 plus noise, AUROC around 0.5; a ceiling that is noise too."""
     rng = np.random.default_rng(seed)
     rows = []
-    for budget in BUDGETS:
-        for f in FRACTIONS:
+    for budget in NOISE_BUDGETS:
+        for f in NOISE_FRACTIONS:
             for s in range(num_seeds):
                 acc = 0.69 + rng.normal(0, sd)
                 rows.append(row(acc, budget=budget, fraction=f, seed=s, auroc=0.5 + rng.normal(0, 0.02),
@@ -58,9 +62,10 @@ def test_pure_noise_is_indeterminate_with_pgr_nan_and_no_signal():
     rows = table(*noise_rows())
     agg = aggregate(rows, tolerance=0.0)
     r = agg.regimes[agg.regimes["method"] == "seq-sft"]
-    assert len(r) == len(BUDGETS)
-    # The tolerance alone would have claimed regimes from this noise: the test can fail.
+    assert len(r) == len(NOISE_BUDGETS)
+    # The tolerance alone would have claimed a regime at every budget of this noise: the test can fail.
     assert (r["best_accuracy"] - r[["accuracy_at_0", "accuracy_at_1"]].min(axis=1) > 0).all()
+    assert ((r["best_fraction"] > 0) & (r["best_fraction"] < 1)).sum() >= 3  # "mixed" by tolerance alone
     assert set(r["regime"]) == {"indeterminate"}
     assert r["reason"].str.startswith("within noise").all()
     p = agg.pgr[agg.pgr["method"] == "seq-sft"]
@@ -196,3 +201,17 @@ def test_pgr_is_nan_when_the_ceiling_is_within_noise_of_the_weak_accuracy():
 def test_confidence_out_of_range_is_refused():
     with pytest.raises(ValueError, match="confidence=1.5"):
         regimes(curves(table(row(0.7))), tolerance=0.01, confidence=1.5)
+
+
+def test_cli_frontier_prints_one_no_signal_line_per_group_and_takes_metric_and_confidence(tmp_path, capsys):
+    from w2sweep.cli import main
+
+    storage = Storage.from_uri(str(tmp_path))
+    write_cells(storage, noise_rows(num_seeds=4))
+    assert main(["frontier", str(tmp_path / "demo"), "--metric", "auroc", "--confidence", "0.9"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("NO SIGNAL")]
+    assert len(lines) == 1 and lines[0].startswith("NO SIGNAL: boolq / qwen-0.5b / qwen-7b: ")
+    manifest = storage.read_bytes("demo/frontier/manifest.json").decode()
+    assert '"metric": "auroc"' in manifest and '"confidence": 0.9' in manifest
+    assert main(["frontier", str(tmp_path / "demo"), "--confidence", "1.5"]) == 2
+    assert "confidence=1.5" in capsys.readouterr().err
