@@ -215,3 +215,19 @@ def test_cli_frontier_prints_one_no_signal_line_per_group_and_takes_metric_and_c
     assert '"metric": "auroc"' in manifest and '"confidence": 0.9' in manifest
     assert main(["frontier", str(tmp_path / "demo"), "--confidence", "1.5"]) == 2
     assert "confidence=1.5" in capsys.readouterr().err
+
+
+def test_the_resampled_auroc_is_sklearns_on_every_resample():
+    from sklearn.metrics import roc_auc_score
+
+    from w2sweep.frontier.stats import _resampled_auroc
+
+    rng = np.random.default_rng(3)
+    gold = (rng.random(300) < 0.4).astype(int)
+    p = np.round(np.clip(0.2 * gold + 0.8 * rng.random(300), 0, 1), 2)  # rounded: ties count one half
+    positive, negative = np.flatnonzero(gold == 1), np.flatnonzero(gold == 0)
+    i = rng.integers(0, len(positive), (6, len(positive)))
+    j = rng.integers(0, len(negative), (6, len(negative)))
+    labels = np.r_[np.ones(len(positive)), np.zeros(len(negative))]
+    expected = [roc_auc_score(labels, np.r_[p[positive][i[k]], p[negative][j[k]]]) for k in range(6)]
+    assert _resampled_auroc(p, positive, negative)(i, j) == pytest.approx(expected)

@@ -110,16 +110,40 @@ def bootstrap_interval(frames: list[pd.DataFrame], metric: str, confidence: floa
     positive, negative = np.flatnonzero(gold == 1), np.flatnonzero(gold != 1)
     if len(positive) < 2 or len(negative) < 2:
         return math.nan, math.nan
-    scores = [f["p"].to_numpy(dtype=float) for f in frames]
+    aurocs = [_resampled_auroc(f["p"].to_numpy(dtype=float), positive, negative) for f in frames]
 
     def statistic(i, j, axis=-1):
-        i, j = i.astype(int), j.astype(int)
-        values = [metrics._auroc_of_classes(s[positive][i], s[negative][j], axis=axis) for s in scores]
+        values = [auroc(i, j) for auroc in aurocs]
         return values[0] - values[1] if len(values) > 1 else values[0]
 
     ci = stats.bootstrap((np.arange(len(positive)), np.arange(len(negative))), statistic, paired=False,
                          **options).confidence_interval
     return float(ci.low), float(ci.high)
+
+
+def _resampled_auroc(scores: np.ndarray, positive: np.ndarray, negative: np.ndarray):
+    """AUROC of resamples given as index arrays into the positives (i, shape [..., n1]) and negatives
+    (j, [..., n0]): the Mann-Whitney U over n1 * n0 (ties count one half, as sklearn), computed from
+    how often each example is drawn, in O(n) per resample instead of sorting each one."""
+    pos, neg = scores[positive], scores[negative]
+    order = np.argsort(neg, kind="mergesort")
+    sorted_neg = neg[order]
+    left, right = np.searchsorted(sorted_neg, pos, "left"), np.searchsorted(sorted_neg, pos, "right")
+    n1, n0 = len(pos), len(neg)
+
+    def counts(idx: np.ndarray, n: int) -> np.ndarray:
+        rows = idx.reshape(-1, idx.shape[-1]).astype(np.int64)
+        offsets = (np.arange(len(rows)) * n)[:, None]
+        return np.bincount((rows + offsets).ravel(), minlength=len(rows) * n).reshape(len(rows), n)
+
+    def auroc(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        below = np.zeros((j.reshape(-1, j.shape[-1]).shape[0], n0 + 1))
+        below[:, 1:] = np.cumsum(counts(j, n0)[:, order], axis=1)  # resampled negatives below each rank
+        per_positive = below[:, left] + 0.5 * (below[:, right] - below[:, left])
+        values = (counts(i, n1) * per_positive).sum(axis=1) / (n1 * n0)
+        return values.reshape(i.shape[:-1])
+
+    return auroc
 
 
 # ---- per point ------------------------------------------------------------------------------------
