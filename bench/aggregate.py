@@ -7,8 +7,9 @@
 
 What is timed: `w2sweep.frontier.aggregate()` on a pandas table already in memory, i.e. curves (mean,
 std, n seeds, t-interval per budget x fraction), the Pareto frontier per method and across methods,
-regimes, the budget table and PGR. Not timed: generating the synthetic rows, reading cell objects from
-storage (one object per cell; see `read_cells`), plots and report.html. With --parquet the rows are
+regimes (with their paired t-intervals over seeds), the budget table, PGR and the no-signal check.
+Not timed: generating the synthetic rows, reading cell objects from storage (one object per cell;
+see `read_cells`), plots and report.html. With --parquet the rows are
 also written to a Parquet file and the read back into pandas is timed on its own line.
 
 The baseline is the same work done the naive way, one Python iteration per group (the shape of the
@@ -241,7 +242,7 @@ def main() -> None:
     table = fr.curves(results)
     stages["curves"] = time.perf_counter() - t
     for name, fn in [("frontier", lambda: fr.pareto_frontier(table)),
-                     ("regimes", lambda: fr.regimes(table, tolerance=0.01)),
+                     ("regimes", lambda: fr.regimes(table, tolerance=0.01, results=results)),
                      ("budget table", lambda: fr.budget_table(fr.budget_points(table, budgets=budgets))),
                      ("pgr", lambda: fr.pgr(table))]:
         t = time.perf_counter()

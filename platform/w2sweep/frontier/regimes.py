@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -53,8 +55,8 @@ def regimes(curves: pd.DataFrame, *, tolerance: float, confidence: float = stats
         return pd.DataFrame(columns=columns)
     table = _best_and_endpoints(fractions, value, best_name, at)
     rows = None
-    if results is not None:
-        rows = stats.with_predictions(usable(results), predictions)
+    if results is not None:  # already prepared by `aggregate` when it has ``has_predictions``
+        rows = results if "has_predictions" in results else stats.with_predictions(usable(results), predictions)
     table = _compare(table, curves, rows, predictions, metric, confidence)
     table["regime"], table["reason"] = _decide(table, best_name, at, tolerance)
     table["best_fraction"] = table["best_fraction"].where(np.isfinite(table[best_name].to_numpy(float)))
@@ -138,39 +140,46 @@ def _decide(table: pd.DataFrame, best_name: str, at: dict, tolerance: float) -> 
                   shape[0] & apart[0], shape[1] & apart[1], shape[0] | shape[1], inside & beaten[0] & beaten[1]]
     regime = np.select(conditions, ["indeterminate"] * 4 + ["quantity-dominant", "quality-dominant",
                                                              "indeterminate", "mixed"], default="indeterminate")
-    reasons = []
+    facts = dict(one=one, best=best, evidence=evidence, state=state, why=why, shape=shape, apart=apart,
+                 ends=(table["rep_0"].to_numpy(float), table["rep_1"].to_numpy(float), ends_gap, ends_low, ends_high))
+    reasons = [""] * len(table)
+    for i in np.flatnonzero(regime == "indeterminate"):
+        reasons[i] = _reason(i, facts, tolerance)
+    return regime, reasons
 
-    def explain(s: int, i: int) -> str:
-        rep, gap, low, high, beyond, is_best = (a[i] for a in why[s])
+
+def _reason(i: int, facts: dict, tolerance: float) -> str:
+    """Why budget `i` is indeterminate, from the facts `_decide` established."""
+    state, shape, apart = facts["state"], facts["shape"], facts["apart"]
+
+    def explain(s: int) -> str:
+        rep, gap, low, high, beyond, is_best = (a[i] for a in facts["why"][s])
         return "" if is_best else _why(s, rep, gap, low, high, beyond, tolerance)
 
-    for i in range(len(table)):
-        if one[i]:
-            reasons.append("one spending fraction run")
-        elif not np.isfinite(best[i]):
-            reasons.append("no value")
-        elif not evidence[i]:
-            reasons.append("within noise: no endpoint separable from the best (" + "; ".join(
-                filter(None, (explain(s, i) for s in (0, 1)))) + ")")
-        elif state[0][i] == "unknown" or state[1][i] == "unknown":
-            reasons.append("; ".join(f"f={s} not run and " + explain(s, i) for s in (0, 1) if state[s][i] == "unknown"))
-        elif (shape[0][i] and not apart[0][i]) or (shape[1][i] and not apart[1][i]):
-            reasons.append(f"within noise: f={table['rep_0'].iat[i]:g} and f={table['rep_1'].iat[i]:g} are not "
-                           f"separable from each other (difference {ends_gap[i]:.3g}, interval "
-                           f"[{ends_low[i]:.3g}, {ends_high[i]:.3g}], tolerance {tolerance:g})")
-        else:
-            reasons.append("")
-    return regime, reasons
+    if facts["one"][i]:
+        return "one spending fraction run"
+    if not math.isfinite(facts["best"][i]):
+        return "no value"
+    if not facts["evidence"][i]:
+        return "within noise: no endpoint separable from the best (" + "; ".join(
+            filter(None, (explain(s) for s in (0, 1)))) + ")"
+    if state[0][i] == "unknown" or state[1][i] == "unknown":
+        return "; ".join(f"f={s} not run and " + explain(s) for s in (0, 1) if state[s][i] == "unknown")
+    if (shape[0][i] and not apart[0][i]) or (shape[1][i] and not apart[1][i]):
+        rep_0, rep_1, gap, low, high = (a[i] for a in facts["ends"])
+        return (f"within noise: f={rep_0:g} and f={rep_1:g} are not separable from each other "
+                f"(difference {gap:.3g}, interval [{low:.3g}, {high:.3g}], tolerance {tolerance:g})")
+    return ""
 
 
 def _why(s: int, rep: float, gap: float, low: float, high: float, beyond: bool, tolerance: float) -> str:
     """Why endpoint `s` (or its stand-in `rep`, not the best) is not separated from the best; "" if it is."""
     name = f"f={rep:g}" + ("" if rep == s else f" (for f={s})")
-    if not np.isfinite(gap):
+    if not math.isfinite(gap):
         return f"{name}: no value"
     if not beyond:
         return f"{name}: gap {gap:.3g} within tolerance {tolerance:g}"
-    if not np.isfinite(low):
+    if not math.isfinite(low):
         return f"{name}: no interval for the difference"
     if low <= 0:
         return f"{name}: difference interval [{low:.3g}, {high:.3g}] includes 0"

@@ -22,6 +22,7 @@ from w2sweep.frontier.tables import numeric
 CONFIDENCE = 0.95  # default confidence of every interval the frontier reports
 METRICS = ("accuracy", "auroc")
 CHANCE_AUROC = 0.5
+_NAME_KEYS = ("dataset", "weak_supervisor", "student", "method")  # string (or categorical) keys
 NUM_RESAMPLES = 2000  # bootstrap resamples; percentile intervals (BCa's jackknife is O(n^2) here)
 T_OVER_SEEDS, BOOTSTRAP, STORED, UNPAIRED = (
     "t over seeds", "bootstrap over test examples", "stored 95% CI (one seed)", "unpaired: difference of intervals")
@@ -208,18 +209,25 @@ def paired_differences(pairs: pd.DataFrame, keys: list[str], rows: pd.DataFrame 
 
 
 def _paired_seeds(pairs: pd.DataFrame, keys: list[str], rows: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One row per pair x seed both fractions have a finite value at: ``_d`` = a - b, and the cells."""
-    cols = keys + ["spending_fraction", "seed", metric] + (["cell_id"] if "cell_id" in rows else [])
-    values = rows.loc[rows["spending_fraction"].notna() & np.isfinite(numeric(rows, metric)), cols]
-    values = values.astype({k: str for k in keys if k in ("dataset", "weak_supervisor", "student", "method")})
-    if "cell_id" not in values:
-        values = values.assign(cell_id="")
-    plain = pairs.astype({k: str for k in keys if k in ("dataset", "weak_supervisor", "student", "method")})
+    """One row per pair x seed both fractions have a finite value at: ``_d`` = a - b, and the cells.
+
+    Rows are numbered by point (keys + fraction) once; the pairs, a few per budget, are matched to
+    those numbers by name, and the million-row joins are then on integers."""
+    values = rows.loc[rows["spending_fraction"].notna() & np.isfinite(numeric(rows, metric))]
+    grouped = values.groupby(keys + ["spending_fraction"], sort=False, observed=True)
+    codes = grouped.ngroup().to_numpy()
+    names = grouped.size().reset_index()[keys + ["spending_fraction"]].assign(_code=np.arange(grouped.ngroups))
+    names = names.astype({k: str for k in _NAME_KEYS if k in keys})
+    plain = pairs.astype({k: str for k in _NAME_KEYS if k in keys})
+    cells = values["cell_id"].to_numpy() if "cell_id" in values else np.full(len(values), "")
+    by_code = pd.DataFrame({"_code": codes, "seed": values["seed"].to_numpy(),
+                            "_v": values[metric].to_numpy(dtype=float), "_cell": cells})
     sides = []
     for side in ("a", "b"):
-        side_pairs = plain[keys + [f"fraction_{side}", "_pair"]].rename(columns={f"fraction_{side}": "spending_fraction"})
-        sides.append(side_pairs.merge(values, on=keys + ["spending_fraction"])[["_pair", "seed", metric, "cell_id"]]
-                     .rename(columns={metric: f"_v_{side}", "cell_id": f"_cell_{side}"}))
+        coded = plain[keys + [f"fraction_{side}", "_pair"]].rename(columns={f"fraction_{side}": "spending_fraction"})
+        coded = coded.merge(names, on=keys + ["spending_fraction"])[["_pair", "_code"]]
+        sides.append(coded.merge(by_code, on="_code").drop(columns="_code").rename(
+            columns={"_v": f"_v_{side}", "_cell": f"_cell_{side}"}))
     both = sides[0].merge(sides[1], on=["_pair", "seed"])
     return both.assign(_d=both["_v_a"] - both["_v_b"])
 
@@ -230,8 +238,9 @@ def _unpaired(out: pd.DataFrame, keys: list[str], points: pd.DataFrame, metric: 
     if not todo.any():
         return out.drop(columns="_pair")
     low, high = f"{metric}_ci_low", f"{metric}_ci_high"
-    plain_keys = [k for k in keys if k in ("dataset", "weak_supervisor", "student", "method")]
+    plain_keys = [k for k in keys if k in _NAME_KEYS]
     ends = points[keys + ["spending_fraction", low, high]].dropna(subset=["spending_fraction"])
+    ends = ends.merge(out.loc[todo, keys].drop_duplicates(), on=keys)  # only the budgets asked about
     ends = ends.astype({k: str for k in plain_keys}).drop_duplicates(keys + ["spending_fraction"])
     sub = out.loc[todo, keys + ["fraction_a", "fraction_b", "_pair"]].astype({k: str for k in plain_keys})
     for side in ("a", "b"):

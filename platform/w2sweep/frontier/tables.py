@@ -141,7 +141,8 @@ def curves(results: pd.DataFrame, *, confidence: float = 0.95,
     from w2sweep.frontier import stats
 
     stats.check_confidence(confidence)
-    rows = usable(results)
+    # Rows `aggregate` prepared already (``has_predictions``) are usable and carry their predictions' values.
+    rows = results if "has_predictions" in results else usable(results)
     if rows.empty:
         return pd.DataFrame(columns=CURVE_COLUMNS)
     rows = stats.with_predictions(rows, predictions)

@@ -55,7 +55,7 @@ def aggregate(results: pd.DataFrame, *, tolerance: float = 0.01, axis: str = "la
     predictions}) replace the result rows wherever a cell has them. `budgets` (label units) are the
     budget table's rows; None: every budget a fraction cell was run at."""
     stats.check_metric(metric)
-    rows = stats.with_predictions(usable(results), predictions) if predictions else results
+    rows = stats.with_predictions(usable(results), predictions)  # once, for curves and regimes
     table = curves(rows, confidence=confidence, predictions=predictions)
     if budgets is None:
         budgets = sorted(table.loc[table["spending_fraction"].notna(), "budget"].unique().tolist())
