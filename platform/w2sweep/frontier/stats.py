@@ -165,8 +165,9 @@ def point_intervals(table: pd.DataFrame, predictions: dict[str, pd.DataFrame] | 
         mean = table[f"{metric}_mean"].to_numpy(dtype=float)
         low, high = mean - half, mean + half
         stored = one & ~has
-        low[stored] = table.loc[stored, f"_{metric}_stored_low"].to_numpy(dtype=float)
-        high[stored] = table.loc[stored, f"_{metric}_stored_high"].to_numpy(dtype=float)
+        for end, values in (("low", low), ("high", high)):
+            column = f"_{metric}_stored_{end}"
+            values[stored] = table.loc[stored, column].to_numpy(dtype=float) if column in table else math.nan
         for i in np.flatnonzero(has):
             low[i], high[i] = bootstrap_interval([predictions[table["_cell_id"].iat[i]]], metric, confidence)
         table[f"{metric}_ci_low"], table[f"{metric}_ci_high"] = low, high

@@ -146,10 +146,11 @@ def curves(results: pd.DataFrame, *, confidence: float = 0.95,
     if rows.empty:
         return pd.DataFrame(columns=CURVE_COLUMNS)
     rows = stats.with_predictions(rows, predictions)
+    # Only columns some row has are aggregated (a million rows: each costs a groupby pass).
+    stored = [f"{m}_ci_{end}" for m in stats.METRICS for end in ("low", "high") if f"{m}_ci_{end}" in rows]
     rows = rows.assign(gpu_seconds=gpu_seconds(rows), weak_accuracy=numeric(rows, "weak_accuracy"),
                        majority_rate=stats.majority_rate(rows["test_label1_share"]),
-                       **{f"_{m}_stored_{end}": numeric(rows, f"{m}_ci_{end}")
-                          for m in stats.METRICS for end in ("low", "high")})
+                       **{f"_{name.replace('_ci_', '_stored_')}": numeric(rows, name) for name in stored})
     # Categorical names (sorted categories, so they sort like the strings): every later groupby, sort
     # and merge works on integer codes instead of hashing strings again.
     rows = rows.astype({column: "category" for column in GROUP})
@@ -157,6 +158,8 @@ def curves(results: pd.DataFrame, *, confidence: float = 0.95,
     # and they tell explicit pairs (fraction NaN) apart.
     keys = GROUP + ["budget", "spending_fraction", "n_weak", "n_oracle"]
     extra = {"_cell_id": ("cell_id", "first")} if "cell_id" in rows else {}
+    if rows["majority_rate"].notna().any():
+        extra["majority_rate"] = ("majority_rate", "mean")
     table = (
         rows.groupby(keys, dropna=False, sort=False, observed=True)
         .agg(
@@ -170,13 +173,14 @@ def curves(results: pd.DataFrame, *, confidence: float = 0.95,
             gpu_seconds_mean=("gpu_seconds", "mean"),
             c_weak=("c_weak", "first"),
             c_oracle=("c_oracle", "first"),
-            majority_rate=("majority_rate", "mean"),
-            **{f"_{m}_stored_{end}": (f"_{m}_stored_{end}", "first")
-               for m in stats.METRICS for end in ("low", "high")},
+            **{f"_{name.replace('_ci_', '_stored_')}": (f"_{name.replace('_ci_', '_stored_')}", "first")
+               for name in stored},
             **extra,
         )
         .reset_index()
     )
+    if "majority_rate" not in table:
+        table["majority_rate"] = math.nan
     table = stats.point_intervals(table, predictions, confidence).assign(auroc_chance=stats.CHANCE_AUROC)
     order = GROUP + ["budget", "spending_fraction", "n_oracle", "n_weak"]
     return table.sort_values(order, na_position="last").reset_index(drop=True)[CURVE_COLUMNS]
