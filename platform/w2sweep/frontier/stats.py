@@ -44,10 +44,10 @@ def t_quantile(dof, confidence) -> np.ndarray:
 
     dof, level = np.broadcast_arrays(np.asarray(dof, dtype=float), np.asarray(confidence, dtype=float))
     out = np.full(dof.shape, math.nan)
-    ok = dof >= 1
-    if ok.any():  # a handful of distinct (dof, level) pairs: one ppf call each
-        pairs, inverse = np.unique(np.stack([dof[ok], level[ok]]), axis=1, return_inverse=True)
-        out[ok] = stats.t.ppf((1 + pairs[1]) / 2, pairs[0])[inverse.ravel()]
+    for value in np.unique(level[dof >= 1]):  # a few levels x a few seed counts: one ppf call each
+        at = (dof >= 1) & (level == value)
+        unique, inverse = np.unique(dof[at], return_inverse=True)
+        out[at] = stats.t.ppf((1 + value) / 2, unique)[inverse.ravel()]
     return out
 
 

@@ -20,9 +20,9 @@ from w2sweep.frontier.read import (Inputs, Results, default_gpus, inputs_digest,
 from w2sweep.frontier import stats
 from w2sweep.frontier.gap import no_signal, pgr
 from w2sweep.frontier.regimes import regimes
-from w2sweep.frontier.tables import (AXES, DEFAULT_GPU_HOUR_PRICE, MODELS, add_dataset_groups, budget_points,
-                                     budget_table, curves, numeric, pareto_frontier, recost, usable,
-                                     with_baselines)
+from w2sweep.frontier.tables import (AXES, DEFAULT_GPU_HOUR_PRICE, GROUP, MODELS, add_dataset_groups,
+                                     budget_points, budget_table, curves, numeric, pareto_frontier, recost,
+                                     usable, with_baselines)
 from w2sweep.results import read_predictions
 from w2sweep.storage import Storage
 
@@ -56,6 +56,8 @@ def aggregate(results: pd.DataFrame, *, tolerance: float = 0.01, axis: str = "la
     budget table's rows; None: every budget a fraction cell was run at."""
     stats.check_metric(metric)
     rows = stats.with_predictions(usable(results), predictions)  # once, for curves and regimes
+    # Categorical names: every groupby and merge below works on integer codes, not strings.
+    rows = rows.astype({column: "category" for column in GROUP if column in rows})
     table = curves(rows, confidence=confidence, predictions=predictions)
     if budgets is None:
         budgets = sorted(table.loc[table["spending_fraction"].notna(), "budget"].unique().tolist())
