@@ -159,6 +159,16 @@ def test_frontier_does_not_depend_on_input_order():
 
 # ---- regimes --------------------------------------------------------------------------------------
 
+SEED_OFFSETS = [-0.02, 0.02, -0.01, 0.01, 0.0, 0.015, -0.015, 0.0]  # mean 0
+
+
+def seeded(accuracy_by_fraction: dict, *, budget: float = 10.0, **overrides) -> list[dict]:
+    """Eight seeds per fraction: mean exactly as given, offsets shared across fractions (paired),
+    +-0.0005 jitter that differs between fractions (so the paired differences have a spread)."""
+    return [row(acc + offset + 0.0005 * (-1) ** (s + i), fraction=f, seed=s, budget=budget, **overrides)
+            for i, (f, acc) in enumerate(accuracy_by_fraction.items()) for s, offset in enumerate(SEED_OFFSETS)]
+
+
 @pytest.mark.parametrize(("accuracy_by_fraction", "tolerance", "expected"), [
     ({0.0: 0.70, 0.5: 0.705, 1.0: 0.60}, 0.01, "quantity-dominant"),
     ({0.0: 0.70, 0.5: 0.705, 1.0: 0.60}, 0.001, "mixed"),  # the same curve, a stricter tolerance
@@ -172,25 +182,26 @@ def test_frontier_does_not_depend_on_input_order():
     ({0.0: 0.70}, 0.01, "indeterminate"),  # one fraction, even at an endpoint
 ])
 def test_regime_of_a_budget(accuracy_by_fraction, tolerance, expected):
-    c = curves(table(*(row(acc, fraction=f) for f, acc in accuracy_by_fraction.items())))
-    r = regimes(c, tolerance=tolerance)
+    # Eight seeds whose offsets are shared by every fraction (paired), plus a small jitter: the
+    # differences are precise enough that each claim below is significant, not only beyond tolerance.
+    rows = seeded(accuracy_by_fraction)
+    r = regimes(curves(table(*rows)), tolerance=tolerance, results=table(*rows))
     assert r["regime"].tolist() == [expected]
     assert r["num_fractions"].tolist() == [len(accuracy_by_fraction)]
-    assert r["best_accuracy"].tolist() == [max(accuracy_by_fraction.values())]
+    assert r["best_accuracy"].tolist() == pytest.approx([max(accuracy_by_fraction.values())])
     assert r["tolerance"].tolist() == [tolerance]
 
 
 def test_regimes_report_endpoints_and_break_ties_to_the_smallest_fraction():
-    c = curves(table(
-        row(0.70, budget=10.0, fraction=0.0), row(0.70, budget=10.0, fraction=0.5), row(0.60, budget=10.0, fraction=1.0),
-        row(0.60, budget=50.0, fraction=0.5), row(0.65, budget=50.0, fraction=1.0),
-        row(0.99, budget=50.0, fraction=None, n_weak=0, n_oracle=50),  # explicit pair: not a fraction
-    ))
-    r = regimes(c, tolerance=0.01).set_index("budget")
+    # Eight paired seeds per point (one seed could not separate 0.70 from 0.60 statistically).
+    rows = table(*seeded({0.0: 0.70, 0.5: 0.70, 1.0: 0.60}, budget=10.0), *seeded({0.5: 0.60, 1.0: 0.65}, budget=50.0),
+                 row(0.99, budget=50.0, fraction=None, n_weak=0, n_oracle=50))  # explicit pair: not a fraction
+    c = curves(rows)
+    r = regimes(c, tolerance=0.01, results=rows).set_index("budget")
     assert r.loc[10.0, "best_fraction"] == 0.0
-    assert (r.loc[10.0, "accuracy_at_0"], r.loc[10.0, "accuracy_at_1"]) == (0.70, 0.60)
+    assert (r.loc[10.0, "accuracy_at_0"], r.loc[10.0, "accuracy_at_1"]) == pytest.approx((0.70, 0.60))
     assert r.loc[50.0, "best_fraction"] == 1.0
-    assert r.loc[50.0, "best_accuracy"] == 0.65
+    assert r.loc[50.0, "best_accuracy"] == pytest.approx(0.65)
     assert math.isnan(r.loc[50.0, "accuracy_at_0"])
     assert r.loc[50.0, "num_fractions"] == 2
     assert r["regime"].tolist() == ["quantity-dominant", "quality-dominant"]
@@ -244,7 +255,7 @@ def test_write_frontier_stores_the_tables_it_computes(tmp_path):
 
     summary = write_frontier(storage, "demo", tolerance=0.02)
 
-    names = ["curves.csv", "frontier.csv", "regimes.csv", "budget_table.csv", "pgr.csv", "curves.png",
+    names = ["curves.csv", "frontier.csv", "regimes.csv", "budget_table.csv", "pgr.csv", "no_signal.csv", "curves.png",
              "frontier.png", "budget_table.png", "report.html", "results.parquet", "manifest.json"]
     assert summary["keys"] == [f"demo/frontier/{n}" for n in names]
     assert (summary["num_results"], summary["num_ignored"]) == (len(rows), 1)
@@ -257,7 +268,8 @@ def test_write_frontier_stores_the_tables_it_computes(tmp_path):
     }
     for name, frame in expected.items():
         stored = pd.read_csv(io.BytesIO(storage.read_bytes(f"demo/frontier/{name}")))
-        pd.testing.assert_frame_equal(stored, plain(frame), check_dtype=False)
+        text = [c for c in ("reason", "comparison", "ci_method") if c in stored]  # "" reads back as NaN
+        pd.testing.assert_frame_equal(stored.fillna({c: "" for c in text}), plain(frame), check_dtype=False)
     assert storage.read_bytes("demo/frontier/curves.png").startswith(b"\x89PNG")
     stored = pd.read_parquet(io.BytesIO(storage.read_bytes("demo/frontier/results.parquet")))
     assert sorted(stored["cell_id"]) == sorted(r["cell_id"] for r in rows)  # every readable object
@@ -274,14 +286,18 @@ def test_write_frontier_without_finished_cells_raises(tmp_path):
 
 # ---- confidence interval over seeds ---------------------------------------------------------------
 
-def test_curves_ci_is_the_student_t_interval_over_seeds_and_nan_with_one_seed():
+def test_curves_ci_is_the_student_t_interval_over_seeds_and_with_one_seed_the_stored_ci():
     c = curves(table(*(row(acc, seed=s) for s, acc in enumerate([0.6, 0.7, 0.8])),
-                     row(0.9, fraction=1.0, seed=0)))
-    three, one = c.iloc[0], c.iloc[1]
+                     row(0.9, fraction=1.0, seed=0),
+                     row(0.8, fraction=0.0, seed=0, accuracy_ci_low=None, accuracy_ci_high=None)))
+    none, three, one = c.iloc[0], c.iloc[1], c.iloc[2]
     half = 4.302652729911275 * 0.1 / math.sqrt(3)  # t(0.975, dof=2) * std / sqrt(n)
     assert (three["accuracy_ci_low"], three["accuracy_ci_high"]) == pytest.approx((0.7 - half, 0.7 + half))
-    assert one["num_seeds"] == 1
-    assert math.isnan(one["accuracy_ci_low"]) and math.isnan(one["accuracy_ci_high"])
+    assert three["ci_method"] == "t over seeds"
+    # One seed, no predictions: the result's own stored 95% CI (was NaN before results' CIs were used).
+    assert one["num_seeds"] == 1 and one["ci_method"] == "stored 95% CI (one seed)"
+    assert (one["accuracy_ci_low"], one["accuracy_ci_high"]) == pytest.approx((0.85, 0.95))
+    assert math.isnan(none["accuracy_ci_low"]) and math.isnan(none["accuracy_ci_high"])  # nothing stored
 
 
 # ---- compute cost as a second axis ----------------------------------------------------------------
@@ -436,11 +452,10 @@ def test_pgr_ceiling_is_per_dataset_weak_supervisor_and_student():
 
 # ---- re-costing -----------------------------------------------------------------------------------
 
-RECOST_ROWS = [  # budget 10 at c_weak 0.1: every fraction costs 10 label units
-    row(0.70, fraction=0.0),  # 100 weak
-    row(0.72, fraction=0.5),  # 50 weak + 5 oracle
-    row(0.71, fraction=1.0),  # 10 oracle
-]
+# Budget 10 at c_weak 0.1: every fraction costs 10 label units (100 weak; 50 weak + 5 oracle; 10
+# oracle). Eight paired seeds, so that the "mixed" regime below is significant and not only beyond
+# the tolerance.
+RECOST_ROWS = seeded({0.0: 0.70, 0.5: 0.72, 1.0: 0.71})
 
 
 def test_recost_reprices_labels_and_recomputes_the_spending_fraction():

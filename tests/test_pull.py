@@ -23,7 +23,7 @@ TABLES = ["curves.csv", "frontier.csv", "regimes.csv", "budget_table.csv", "pgr.
 
 def read_csv(data: bytes) -> pd.DataFrame:
     frame = pd.read_csv(io.BytesIO(data))
-    for column in ("reason", "ceiling_source"):  # empty strings read back as NaN
+    for column in ("reason", "ceiling_source", "comparison", "ci_method"):  # empty strings read back as NaN
         if column in frame:
             frame[column] = frame[column].astype(object).fillna("")
     return frame
@@ -55,7 +55,7 @@ def test_pull_computes_a_missing_frontier_and_the_files_on_disk_equal_it(tmp_pat
 
     assert (report.recomputed, report.reason) == (True, "no frontier computed yet")
     manifest = assert_disk_equals_storage(out, storage)
-    assert sorted(manifest["files"]) == sorted(TABLES + ["curves.png", "frontier.png", "budget_table.png",
+    assert sorted(manifest["files"]) == sorted(TABLES + ["no_signal.csv", "curves.png", "frontier.png", "budget_table.png",
                                                          "report.html", "results.parquet"])
     assert sorted(p.name for p in out.iterdir()) == sorted([*manifest["files"], "manifest.json"])
     assert_tables_are(out, ROWS)

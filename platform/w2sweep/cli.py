@@ -95,6 +95,7 @@ def cmd_run(args) -> int:
     print("frontier written:")
     for key in summary["keys"]:
         print(f"  {storage.path(key)}")
+    _print_no_signal(summary)
     closing.join()
     return EXIT_CELLS_FAILED if report.failed else 0
 
@@ -137,7 +138,15 @@ def _frontier_options(args) -> dict:
     groups = args.dataset_group
     return dict(tolerance=args.tolerance, axis=args.axis, gpu_hour_price=args.gpu_hour_price,
                 label_unit_price=args.label_unit_price, c_weak=args.c_weak, budgets=args.budgets,
-                dataset_groups=None if groups is None else dict(groups))
+                dataset_groups=None if groups is None else dict(groups), metric=args.metric,
+                confidence=args.confidence)
+
+
+def _print_no_signal(summary: dict) -> None:
+    """One stderr line per dataset/weak supervisor/student whose results show no signal."""
+    for group in summary.get("no_signal", []):
+        print(f"NO SIGNAL: {group['dataset']} / {group['weak_supervisor']} / {group['student']}: "
+              f"{group['reason']}", file=sys.stderr)
 
 
 def cmd_frontier(args) -> int:
@@ -157,6 +166,7 @@ def cmd_frontier(args) -> int:
         print(f"  unreadable: {storage.path(key)}: {reason}", file=sys.stderr)
     for key in summary["keys"]:
         print(f"  {storage.path(key)}")
+    _print_no_signal(summary)
     return 0
 
 
@@ -207,6 +217,12 @@ def _add_frontier_arguments(p: argparse.ArgumentParser, *, pull: bool) -> None:
     value, text = default(0.01, "default 0.01")
     p.add_argument("--tolerance", type=float, default=value,
                    help=f"accuracy gap within which a regime's endpoints count as tied ({text})")
+    value, text = default("accuracy", "default accuracy")
+    p.add_argument("--metric", choices=["accuracy", "auroc"], default=value,
+                   help=f"what curves' plots, the frontier, regimes and budget table rank by ({text})")
+    value, text = default(0.95, "default 0.95")
+    p.add_argument("--confidence", type=float, default=value,
+                   help=f"confidence of every interval and significance test, in (0, 1) ({text})")
     value, text = default("label", "default label")
     p.add_argument("--axis", choices=["label", "compute", "total"], default=value,
                    help=f"cost axis of frontier.csv: label cost, compute cost ($), or their sum ($) ({text})")

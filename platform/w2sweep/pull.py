@@ -25,7 +25,7 @@ from w2sweep.storage import Storage
 
 # Options of `write_frontier` that pull can ask for; None in `pull(options=...)` means "as stored".
 OPTION_NAMES = ("tolerance", "axis", "gpu_hour_price", "label_unit_price", "c_weak", "budgets",
-                "dataset_groups")
+                "dataset_groups", "metric", "confidence")
 
 
 class PullError(RuntimeError):

@@ -16,16 +16,24 @@ MAX_ROWS = 300  # per table; the CSV beside the report holds every row
 
 # Which tables appear, in what order, with what caption (the CSV of the same name holds all rows).
 SECTIONS = [
+    ("no_signal.csv", "No signal",
+     "Dataset / weak supervisor / student whose results cannot be told from chance, and why."),
     ("regimes.csv", "Regimes",
-     "Per budget: the best spending fraction and its regime, decided with the stated tolerance."),
+     "Per budget: the best spending fraction and its regime, claimed only when an endpoint is separated "
+     "from the best by more than the tolerance and by a paired interval that excludes 0; "
+     "otherwise indeterminate, with the reason."),
     ("budget_table.csv", "Budget table",
-     "Best accuracy reachable with label cost at most the budget, per method (rows: budgets)."),
+     "Best accuracy (or AUROC, --metric) reachable with label cost at most the budget, per method "
+     "(rows: budgets); majority_rate and auroc_chance are the baselines to beat."),
     ("frontier.csv", "Pareto frontier",
      "Points no other point beats on both cost and accuracy; per method and across methods (*all*)."),
     ("pgr.csv", "Performance gap recovered",
-     "(accuracy - weak accuracy) / (ceiling - weak accuracy); NaN with a reason when undefined."),
+     "(accuracy - weak accuracy) / (ceiling - weak accuracy) with an interval; NaN with a reason when "
+     "undefined or when ceiling - weak is not significantly above 0."),
     ("curves.csv", "Curves",
-     "Seed-mean accuracy per budget and spending fraction, with std, number of seeds and 95% t-interval."),
+     "Seed-mean accuracy and AUROC per budget and spending fraction, with std, number of seeds and "
+     "interval (ci_method); majority_rate (the test pool's majority-class rate) and auroc_chance (0.5) "
+     "are the baselines."),
 ]
 FIGURES = [
     ("curves.png", "Accuracy vs spending fraction, one line per budget"),
@@ -44,6 +52,8 @@ table.data { border-collapse: collapse; font-size: 0.8em; font-variant-numeric: 
 table.data th, table.data td { border: 1px solid #ddd; padding: 0.2em 0.5em; text-align: right; }
 table.data th { background: #f4f4f4; position: sticky; top: 0; }
 div.scroll { max-height: 30em; overflow: auto; }
+div.warning { background: #fdecea; border: 2px solid #c62828; color: #8e0000; padding: 0.6em 1em;
+  margin: 0.5em 0; font-weight: 600; }
 """
 
 
@@ -67,9 +77,10 @@ def _table(name: str, frame: pd.DataFrame) -> str:
 
 
 def render_report(*, title: str, summary: dict, tables: dict[str, pd.DataFrame],
-                  images: dict[str, bytes]) -> str:
-    """The whole page as one HTML string: `summary` as a definition list, then the figures in
-    `images` (PNG bytes by file name), then the tables in `tables` (by CSV file name)."""
+                  images: dict[str, bytes], warnings: list[str] = ()) -> str:
+    """The whole page as one HTML string: one banner per line of `warnings` (e.g. a group showing no
+    signal), `summary` as a definition list, then the figures in `images` (PNG bytes by file name),
+    then the tables in `tables` (by CSV file name)."""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -77,6 +88,7 @@ def render_report(*, title: str, summary: dict, tables: dict[str, pd.DataFrame],
         '<link rel="icon" href="data:,">',  # no favicon request: the page loads nothing
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+        *(f'<div class="warning">{html.escape(line)}</div>' for line in warnings),
         '<dl class="summary">',
         *(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(str(v))}</dd>" for k, v in summary.items()),
         "</dl>",

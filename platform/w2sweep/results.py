@@ -8,6 +8,7 @@ before a field existed still read.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,8 @@ import pandas as pd
 
 from w2sweep import layout
 from w2sweep.storage import Storage, StorageError
+
+PREDICTION_COLUMNS = ("example_id", "gold", "p")  # position in the test pool, gold 0/1, P(label=1)
 
 # Bump when the meaning of a field changes: it is part of every cell id, so old results are not
 # mistaken for new ones.
@@ -52,6 +55,7 @@ class CellResult:
     wall_seconds: float
     num_gpus: float = 0.0  # GPUs the cell held while it ran: num_workers x gpus_per_worker
     gpu_seconds: float = 0.0  # num_gpus x wall_seconds: the frontier's compute-cost axis
+    test_label1_share: float = math.nan  # share of label 1 in the test pool: the majority-class baseline
     status: str = "ok"
     config: dict = field(default_factory=dict)  # the cell's full canonical config
     schema_version: int = RESULT_SCHEMA_VERSION
@@ -116,3 +120,56 @@ def read_cells(storage: Storage, keys: list[str], *, num_threads: int = 32
     rows = [r for r in loaded if isinstance(r, dict)]
     unreadable = {k: r for k, r in zip(keys, loaded) if isinstance(r, str)}
     return pd.DataFrame(rows), unreadable
+
+
+# ---- per-example test predictions -----------------------------------------------------------------
+
+def write_predictions(storage: Storage, sweep: str, cell_id: str, example_ids, gold, p) -> str:
+    """Store a cell's per-example test predictions as one Parquet object at
+    ``layout.predictions(sweep, cell_id)``; written before the result object (the 'done' marker), so
+    that a finished cell's predictions are there. Columns: ``example_id`` (int64, position in the test
+    pool), ``gold`` (int8, 0/1), ``p`` (float32, P(label=1)). Returns the key; raises ValueError on
+    arrays of different lengths, repeated ids, gold labels other than 0/1 or p outside [0, 1]."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids, labels, scores = (np.asarray(a).ravel() for a in (example_ids, gold, p))
+    if not len(ids) == len(labels) == len(scores):
+        raise ValueError(f"predictions of {cell_id}: lengths differ ({len(ids)}, {len(labels)}, {len(scores)})")
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError(f"predictions of {cell_id}: repeated example ids")
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"predictions of {cell_id}: gold labels must be 0 or 1")
+    if not (np.isfinite(scores) & (scores >= 0) & (scores <= 1)).all():
+        raise ValueError(f"predictions of {cell_id}: p must be probabilities in [0, 1]")
+    table = pa.table({"example_id": pa.array(ids, pa.int64()), "gold": pa.array(labels, pa.int8()),
+                      "p": pa.array(scores, pa.float32())})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    key = layout.predictions(sweep, cell_id)
+    storage.write_bytes(key, buffer.getvalue())
+    return key
+
+
+def read_predictions(storage: Storage, sweep: str, cell_ids, *, num_threads: int = 32) -> dict[str, pd.DataFrame]:
+    """{cell_id: predictions sorted by example_id} for those of `cell_ids` whose predictions are
+    stored; cells without them (older sweeps) or with unreadable ones are left out, and the
+    statistics fall back to their result rows."""
+    import pyarrow as pa
+
+    stored = set(storage.list(layout.folder(sweep, layout.PREDICTIONS), suffix=".parquet"))
+    wanted = [c for c in dict.fromkeys(map(str, cell_ids)) if layout.predictions(sweep, c) in stored]
+
+    def load(cell_id: str) -> pd.DataFrame | None:
+        try:
+            frame = pd.read_parquet(io.BytesIO(storage.read_bytes(layout.predictions(sweep, cell_id))))
+            return frame[list(PREDICTION_COLUMNS)].sort_values("example_id", kind="mergesort").reset_index(drop=True)
+        except (OSError, StorageError, ValueError, KeyError, pa.ArrowException):
+            return None
+
+    if not wanted:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(num_threads, len(wanted)))) as pool:
+        loaded = list(pool.map(load, wanted))
+    return {c: frame for c, frame in zip(wanted, loaded) if frame is not None}

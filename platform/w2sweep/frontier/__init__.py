@@ -9,14 +9,17 @@ rows aggregate in seconds (bench/aggregate.py). No Ray import: this runs anywher
 
 One module per responsibility: `tables` (usable rows, curves, costs, Pareto frontier, budget table,
 and the shared vocabulary: the base the others import), `read` (the sweep's inputs; result objects
-only through `w2sweep.results`, the one reader of the result schema), `regimes` (regimes and PGR),
+only through `w2sweep.results`, the one reader of the result schema), `stats` (intervals and paired
+comparisons, from per-example predictions where stored), `regimes`, `gap` (PGR and "no signal"),
 `plots`, and `write` (the files of each view and their manifest, last). The names below are the
 ones callers use; import them from here.
 """
 
 from w2sweep.frontier.plots import MAX_PANELS, plot_budget_table, plot_curves, plot_frontier
 from w2sweep.frontier.read import inputs_digest, read_sweep_yaml
-from w2sweep.frontier.regimes import CEILING_METHOD, ORACLE_METHOD, pgr, regimes
+from w2sweep.frontier.gap import ceilings, no_signal, pgr
+from w2sweep.frontier.regimes import CEILING_METHOD, ORACLE_METHOD, regimes
+from w2sweep.frontier.stats import CONFIDENCE, METRICS
 from w2sweep.frontier.tables import (
     ALL_METHODS,
     AXES,
@@ -31,6 +34,7 @@ from w2sweep.frontier.tables import (
     pareto_frontier,
     recost,
     usable,
+    with_baselines,
     with_costs,
 )
 from w2sweep.frontier.write import (
@@ -44,7 +48,8 @@ from w2sweep.frontier.write import (
 )
 
 __all__ = [
-    "ALL_METHODS", "AXES", "Aggregate", "CEILING_METHOD", "DEFAULT_GPU_HOUR_PRICE", "GROUP", "MANIFEST",
+    "ALL_METHODS", "AXES", "Aggregate", "CEILING_METHOD", "CONFIDENCE", "METRICS", "ceilings", "no_signal",
+    "with_baselines", "DEFAULT_GPU_HOUR_PRICE", "GROUP", "MANIFEST",
     "MAX_PANELS", "MODELS", "ORACLE_METHOD", "add_dataset_groups", "aggregate",
     "budget_points", "budget_table", "curves", "gpu_seconds", "inputs_digest", "manifest_key",
     "pareto_frontier", "pgr", "plot_budget_table", "plot_curves", "plot_frontier",

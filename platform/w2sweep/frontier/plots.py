@@ -58,34 +58,59 @@ def _colors(methods) -> dict[str, str]:
     return {name: cycle[i % len(cycle)] for i, name in enumerate(names)} | {ALL_METHODS: "black"}
 
 
+def _baseline(ax, group: pd.DataFrame, metric: str) -> None:
+    """The dashed line a metric must beat: the test pool's majority-class rate (accuracy; not drawn
+    when unknown) or 0.5 (AUROC)."""
+    if metric == "auroc":
+        ax.axhline(0.5, color="firebrick", linestyle="--", linewidth=1, label="chance (AUROC 0.5)")
+        return
+    rate = group["majority_rate"].mean() if "majority_rate" in group else math.nan
+    if np.isfinite(rate):
+        ax.axhline(rate, color="firebrick", linestyle="--", linewidth=1, label=f"majority class ({rate:.3f})")
+
+
+def _rows_of(frame: pd.DataFrame, key) -> pd.DataFrame:
+    mask = np.ones(len(frame), dtype=bool)
+    for column, value in zip(MODELS, key):
+        mask &= (frame[column] == value).to_numpy()
+    return frame[mask]
+
+
 def _title(ax, key) -> None:
     ax.set_title(" / ".join(map(str, key if isinstance(key, tuple) else (key,))), fontsize=8)
 
 
-def plot_curves(curves: pd.DataFrame) -> bytes:
-    """PNG bytes: accuracy vs spending fraction, one subplot per GROUP, one line per budget.
+def plot_curves(curves: pd.DataFrame, *, metric: str = "accuracy") -> bytes:
+    """PNG bytes: `metric` vs spending fraction, one subplot per GROUP, one line per budget.
 
-    Error bars are the 95% t-interval over seeds (none with one seed); the dashed line is the weak
-    supervisor's accuracy (the floor). Explicit (n_weak, n_oracle) pairs have no fraction: not drawn.
+    Error bars are the points' intervals (curves' ``<metric>_ci_*``); dashed lines: the weak
+    supervisor's accuracy (gray, the floor; accuracy only) and the baseline to beat (red: the
+    majority-class rate, or AUROC 0.5). Explicit (n_weak, n_oracle) pairs have no fraction: not drawn.
     """
     fractions = curves[curves["spending_fraction"].notna()]
     fig, panels = _panels(fractions, GROUP, "plot_curves")
     for key, group, ax in panels:
         for budget, line in group.groupby("budget", sort=True):
-            half = (line["accuracy_ci_high"] - line["accuracy_mean"]).fillna(0.0)
-            ax.errorbar(line["spending_fraction"], line["accuracy_mean"], yerr=half, marker="o",
-                        capsize=3, label=f"budget {budget:g}")
-        ax.axhline(group["weak_accuracy_mean"].mean(), color="gray", linestyle="--", label="weak supervisor")
-        ax.set(xlabel="spending fraction (oracle share)", ylabel="accuracy", xlim=(-0.05, 1.05))
+            mean = line[f"{metric}_mean"]
+            errors = np.stack([(mean - line[f"{metric}_ci_low"]).fillna(0.0).clip(lower=0),
+                               (line[f"{metric}_ci_high"] - mean).fillna(0.0).clip(lower=0)])
+            ax.errorbar(line["spending_fraction"], mean, yerr=errors, marker="o", capsize=3,
+                        label=f"budget {budget:g}")
+        if metric == "accuracy":
+            ax.axhline(group["weak_accuracy_mean"].mean(), color="gray", linestyle="--", label="weak supervisor")
+        _baseline(ax, group, metric)
+        ax.set(xlabel="spending fraction (oracle share)", ylabel=metric, xlim=(-0.05, 1.05))
         _title(ax, key)
         ax.legend(fontsize=7)
     return _png(fig)
 
 
 def plot_frontier(curves: pd.DataFrame, frontier: pd.DataFrame, *, gpu_hour_price: float = DEFAULT_GPU_HOUR_PRICE,
-                  label_unit_price: float = 1.0) -> bytes:
+                  label_unit_price: float = 1.0, metric: str = "accuracy") -> bytes:
     """PNG bytes: the Pareto frontier of each method as a step line over all its points (faint), one
-    subplot per (dataset, weak_supervisor, student); the across-method frontier is the black line."""
+    subplot per (dataset, weak_supervisor, student); the across-method frontier is the black line,
+    the baseline to beat the dashed red one."""
+    value = f"{metric}_mean"
     axis = frontier["axis"].iloc[0] if len(frontier) else "label"
     cost, label = AXES[axis]
     points = with_costs(curves, gpu_hour_price=gpu_hour_price, label_unit_price=label_unit_price)
@@ -93,17 +118,18 @@ def plot_frontier(curves: pd.DataFrame, frontier: pd.DataFrame, *, gpu_hour_pric
     colors = _colors(points["method"].astype(str))
     for key, group, ax in panels:
         mask = np.ones(len(points), dtype=bool)
-        for column, value in zip(MODELS, key):
-            mask &= (points[column] == value).to_numpy()
+        for column, name in zip(MODELS, key):
+            mask &= (points[column] == name).to_numpy()
         for method, line in group.groupby("method", sort=True, observed=True):
             across, color = method == ALL_METHODS, colors.get(method, "gray")
             if not across:
                 mine = points[mask & (points["method"] == method).to_numpy()]
-                ax.scatter(mine[cost], mine["accuracy_mean"], s=10, alpha=0.3, color=color)
-            ax.step(line["cost"], line["accuracy_mean"], where="post", color=color,
+                ax.scatter(mine[cost], mine[value], s=10, alpha=0.3, color=color)
+            ax.step(line["cost"], line[value], where="post", color=color,
                     linewidth=2.2 if across else 1.2, marker="" if across else "o", markersize=4,
                     label="all methods" if across else method, zorder=3 if across else 2)
-        ax.set(xlabel=label, ylabel="accuracy")
+        _baseline(ax, points[mask], metric)
+        ax.set(xlabel=label, ylabel=metric)
         if (group["cost"] > 0).all() and group["cost"].max() / group["cost"].min() > 20:
             ax.set_xscale("log")
         _title(ax, key)
@@ -111,18 +137,21 @@ def plot_frontier(curves: pd.DataFrame, frontier: pd.DataFrame, *, gpu_hour_pric
     return _png(fig)
 
 
-def plot_budget_table(points: pd.DataFrame) -> bytes:
-    """PNG bytes: best accuracy reachable at label cost <= budget, one line per method, one subplot
-    per (dataset, weak_supervisor, student)."""
+def plot_budget_table(points: pd.DataFrame, curves: pd.DataFrame | None = None, *,
+                      metric: str = "accuracy") -> bytes:
+    """PNG bytes: best `metric` reachable at label cost <= budget, one line per method, one subplot
+    per (dataset, weak_supervisor, student); dashed red: the baseline (from `curves`, when given)."""
     fig, panels = _panels(points, MODELS, "plot_budget_table")
     colors = _colors(points["method"].astype(str))
     for key, group, ax in panels:
         for method, line in group.groupby("method", sort=True, observed=True):
             across = method == ALL_METHODS
-            ax.plot(line["budget"], line["best_accuracy"], marker="" if across else "o",
+            ax.plot(line["budget"], line[f"best_{metric}"], marker="" if across else "o",
                     color=colors.get(method, "gray"), linewidth=2.2 if across else 1.2,
                     label="all methods" if across else method)
-        ax.set(xlabel="budget (label units)", ylabel="best accuracy at label cost <= budget")
+        if curves is not None:
+            _baseline(ax, _rows_of(curves, key), metric)
+        ax.set(xlabel="budget (label units)", ylabel=f"best {metric} at label cost <= budget")
         budgets = group["budget"]
         if budgets.min() > 0 and budgets.max() / budgets.min() > 20:
             ax.set_xscale("log")

@@ -116,42 +116,50 @@ def add_dataset_groups(results: pd.DataFrame, groups: dict[str, list[str]]) -> p
 
 # ---- curves ---------------------------------------------------------------------------------------
 
-def _t_quantile_975(dof: np.ndarray) -> np.ndarray:
-    """Student-t 97.5% quantile for each degrees of freedom (NaN where dof < 1)."""
-    from scipy import stats
-
-    dof = np.asarray(dof, dtype=float)
-    out = np.full(dof.shape, math.nan)
-    ok = dof >= 1
-    if ok.any():
-        unique, inverse = np.unique(dof[ok], return_inverse=True)  # a handful of distinct seed counts
-        out[ok] = stats.t.ppf(0.975, unique)[inverse]
-    return out
+CURVE_COLUMNS = GROUP + [
+    "budget", "spending_fraction", "n_weak", "n_oracle", "label_cost", "accuracy_mean", "accuracy_std",
+    "num_seeds", "accuracy_ci_low", "accuracy_ci_high", "auroc_mean", "weak_accuracy_mean", "gpu_seconds_mean",
+    "c_weak", "c_oracle", "auroc_std", "auroc_ci_low", "auroc_ci_high", "ci_method", "majority_rate",
+    "auroc_chance"]
 
 
-def curves(results: pd.DataFrame) -> pd.DataFrame:
-    """Seed-averaged accuracy per GROUP x budget x spending fraction (label units, accuracy in [0, 1]).
+def curves(results: pd.DataFrame, *, confidence: float = 0.95,
+           predictions: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """Seed-averaged accuracy and AUROC per GROUP x budget x spending fraction (label units, metrics
+    in [0, 1]), with their intervals and baselines.
 
     Columns: GROUP, budget, spending_fraction, n_weak, n_oracle, label_cost, accuracy_mean,
-    accuracy_std (ddof=1), num_seeds, accuracy_ci_low/high (95% Student-t interval for the mean over
-    seeds: mean +- t(0.975, n-1) * std / sqrt(n)), auroc_mean, weak_accuracy_mean, gpu_seconds_mean,
-    c_weak, c_oracle. Std and CI are NaN with one seed. Explicit (n_weak, n_oracle) pairs keep
-    spending_fraction NaN and are told apart by their counts. Unusable rows are dropped first.
+    accuracy_std (ddof=1), num_seeds, accuracy_ci_low/high, auroc_mean, weak_accuracy_mean,
+    gpu_seconds_mean, c_weak, c_oracle, auroc_std, auroc_ci_low/high, ci_method, majority_rate (the
+    test pool's majority-class rate: the accuracy of a constant answer), auroc_chance (0.5).
+    Intervals are at `confidence` (`w2sweep.frontier.stats.point_intervals`): Student-t over seeds;
+    with one seed a bootstrap over test examples from `predictions` ({cell_id: predictions}), else
+    the result's stored 95% CI (``ci_method`` says which; NaN when there is none). Cells with
+    predictions take accuracy, AUROC and the majority rate from them. Explicit (n_weak, n_oracle)
+    pairs keep spending_fraction NaN and are told apart by their counts. Unusable rows are dropped.
     """
-    rows = usable(results)
-    columns = GROUP + ["budget", "spending_fraction", "n_weak", "n_oracle", "label_cost", "accuracy_mean",
-                       "accuracy_std", "num_seeds", "accuracy_ci_low", "accuracy_ci_high", "auroc_mean",
-                       "weak_accuracy_mean", "gpu_seconds_mean", "c_weak", "c_oracle"]
+    from w2sweep.frontier import stats
+
+    stats.check_confidence(confidence)
+    # Rows `aggregate` prepared already (``has_predictions``) are usable and carry their predictions' values.
+    rows = results if "has_predictions" in results else usable(results)
     if rows.empty:
-        return pd.DataFrame(columns=columns)
-    rows = rows.assign(gpu_seconds=gpu_seconds(rows), auroc=numeric(rows, "auroc"),
-                       weak_accuracy=numeric(rows, "weak_accuracy"))
+        return pd.DataFrame(columns=CURVE_COLUMNS)
+    rows = stats.with_predictions(rows, predictions)
+    # Only columns some row has are aggregated (a million rows: each costs a groupby pass).
+    stored = [f"{m}_ci_{end}" for m in stats.METRICS for end in ("low", "high") if f"{m}_ci_{end}" in rows]
+    rows = rows.assign(gpu_seconds=gpu_seconds(rows), weak_accuracy=numeric(rows, "weak_accuracy"),
+                       majority_rate=stats.majority_rate(rows["test_label1_share"]),
+                       **{f"_{name.replace('_ci_', '_stored_')}": numeric(rows, name) for name in stored})
     # Categorical names (sorted categories, so they sort like the strings): every later groupby, sort
     # and merge works on integer codes instead of hashing strings again.
     rows = rows.astype({column: "category" for column in GROUP})
     # n_weak/n_oracle are fixed by budget + fraction, so as keys they split nothing for fraction rows
     # and they tell explicit pairs (fraction NaN) apart.
     keys = GROUP + ["budget", "spending_fraction", "n_weak", "n_oracle"]
+    extra = {"_cell_id": ("cell_id", "first")} if "cell_id" in rows else {}
+    if rows["majority_rate"].notna().any():
+        extra["majority_rate"] = ("majority_rate", "mean")
     table = (
         rows.groupby(keys, dropna=False, sort=False, observed=True)
         .agg(
@@ -160,19 +168,22 @@ def curves(results: pd.DataFrame) -> pd.DataFrame:
             accuracy_std=("accuracy", "std"),
             num_seeds=("accuracy", "size"),
             auroc_mean=("auroc", "mean"),
+            auroc_std=("auroc", "std"),
             weak_accuracy_mean=("weak_accuracy", "mean"),
             gpu_seconds_mean=("gpu_seconds", "mean"),
             c_weak=("c_weak", "first"),
             c_oracle=("c_oracle", "first"),
+            **{f"_{name.replace('_ci_', '_stored_')}": (f"_{name.replace('_ci_', '_stored_')}", "first")
+               for name in stored},
+            **extra,
         )
         .reset_index()
     )
-    n = table["num_seeds"].to_numpy(dtype=float)
-    half = _t_quantile_975(n - 1) * table["accuracy_std"].to_numpy() / np.sqrt(n)
-    table["accuracy_ci_low"] = table["accuracy_mean"] - half
-    table["accuracy_ci_high"] = table["accuracy_mean"] + half
+    if "majority_rate" not in table:
+        table["majority_rate"] = math.nan
+    table = stats.point_intervals(table, predictions, confidence).assign(auroc_chance=stats.CHANCE_AUROC)
     order = GROUP + ["budget", "spending_fraction", "n_oracle", "n_weak"]
-    return table.sort_values(order, na_position="last").reset_index(drop=True)[columns]
+    return table.sort_values(order, na_position="last").reset_index(drop=True)[CURVE_COLUMNS]
 
 
 # ---- Pareto frontier ------------------------------------------------------------------------------
@@ -185,7 +196,7 @@ def with_costs(curves: pd.DataFrame, *, gpu_hour_price: float = DEFAULT_GPU_HOUR
     return curves.assign(compute_cost=compute, total_cost=curves["label_cost"] * label_unit_price + compute)
 
 
-def _pareto(points: pd.DataFrame, cost: str) -> pd.DataFrame:
+def _pareto(points: pd.DataFrame, cost: str, value: str = "accuracy_mean") -> pd.DataFrame:
     """Per GROUP, the points no other point dominates (cost <= and accuracy >=, one strict).
 
     Sorted by GROUP, cost ascending, accuracy descending, a point survives iff its accuracy beats the
@@ -194,7 +205,7 @@ def _pareto(points: pd.DataFrame, cost: str) -> pd.DataFrame:
     the result does not depend on input order.
     """
     points = points.sort_values(
-        GROUP + [cost, "accuracy_mean", "source_method", "spending_fraction", "n_oracle"],
+        GROUP + [cost, value, "source_method", "spending_fraction", "n_oracle"],
         ascending=[True] * len(GROUP) + [True, False, True, True, True],
         na_position="last",
         kind="mergesort",
@@ -204,16 +215,17 @@ def _pareto(points: pd.DataFrame, cost: str) -> pd.DataFrame:
     keys = points[GROUP]
     starts = (keys != keys.shift()).any(axis=1).to_numpy()  # first row of each group
     group_id = np.cumsum(starts)
-    running_best = points["accuracy_mean"].groupby(group_id).cummax().to_numpy()
+    running_best = points[value].groupby(group_id).cummax().to_numpy()
     best_before = np.roll(running_best, 1)
     best_before[starts] = -math.inf
-    return points[points["accuracy_mean"].to_numpy() > best_before]
+    return points[points[value].to_numpy() > best_before]
 
 
 def pareto_frontier(curves: pd.DataFrame, *, axis: str = "label",
                     gpu_hour_price: float = DEFAULT_GPU_HOUR_PRICE,
-                    label_unit_price: float = 1.0) -> pd.DataFrame:
-    """Pareto set of (cost: lower is better, accuracy_mean: higher is better).
+                    label_unit_price: float = 1.0, metric: str = "accuracy") -> pd.DataFrame:
+    """Pareto set of (cost: lower is better, ``<metric>_mean``: higher is better; `metric` is
+    "accuracy" or "auroc").
 
     `axis` picks the cost: "label" (label_cost, label units), "compute" (compute_cost, $) or "total"
     (their sum in $, a label unit costing `label_unit_price`); the column ``cost`` holds the one used.
@@ -224,51 +236,65 @@ def pareto_frontier(curves: pd.DataFrame, *, axis: str = "label",
     if axis not in AXES:
         raise ValueError(f"axis={axis!r}: allowed: {', '.join(AXES)}")
     cost = AXES[axis][0]
-    points = with_costs(curves.dropna(subset=["accuracy_mean"]), gpu_hour_price=gpu_hour_price,
+    value = f"{metric}_mean"
+    points = with_costs(curves.dropna(subset=[value]), gpu_hour_price=gpu_hour_price,
                         label_unit_price=label_unit_price)
     points = points.assign(source_method=points["method"], cost=points[cost], axis=axis)
-    per_method = _pareto(points, "cost")
+    per_method = _pareto(points, "cost", value)
     # A point dominated within its method is dominated across methods, and the tie order is the same:
     # the across-method frontier needs only the per-method frontiers' points.
-    across = _pareto(per_method.assign(method=ALL_METHODS), "cost")
+    across = _pareto(per_method.assign(method=ALL_METHODS), "cost", value)
     frontier = pd.concat([per_method, across], ignore_index=True)
     return frontier.sort_values(GROUP + ["cost"], kind="mergesort").reset_index(drop=True)
 
 
 # ---- budget table ---------------------------------------------------------------------------------
 
-def budget_points(curves: pd.DataFrame, *, budgets: list[float]) -> pd.DataFrame:
+def budget_points(curves: pd.DataFrame, *, budgets: list[float], metric: str = "accuracy") -> pd.DataFrame:
     """For each (dataset, weak_supervisor, student, method or "*all*") x budget B: the best seed-mean
-    accuracy among points with label_cost <= B (label units), and which point that is.
+    `metric` among points with label_cost <= B (label units), and which point that is.
 
-    Columns: GROUP, budget, best_accuracy (NaN when no point is that cheap), label_cost,
+    Columns: GROUP, budget, best_<metric> (NaN when no point is that cheap), label_cost,
     spending_fraction, n_weak, n_oracle, source_method. Read off the label-cost Pareto frontier: its
     last point at cost <= B is the best reachable, whatever fraction or budget it was run at.
     """
-    frontier = pareto_frontier(curves, axis="label")
-    columns = GROUP + ["budget", "best_accuracy", "label_cost", "spending_fraction", "n_weak", "n_oracle",
+    frontier = pareto_frontier(curves, axis="label", metric=metric)
+    value, best = f"{metric}_mean", f"best_{metric}"
+    columns = GROUP + ["budget", best, "label_cost", "spending_fraction", "n_weak", "n_oracle",
                        "source_method"]
     if frontier.empty or not budgets:
         return pd.DataFrame(columns=columns)
     groups = frontier[GROUP].drop_duplicates()
     grid = groups.merge(pd.DataFrame({"budget": sorted(set(map(float, budgets)))}), how="cross")
     grid["_reach"] = grid["budget"] + EPS
-    right = frontier[GROUP + ["label_cost", "accuracy_mean", "spending_fraction", "n_weak", "n_oracle",
+    right = frontier[GROUP + ["label_cost", value, "spending_fraction", "n_weak", "n_oracle",
                               "source_method"]].sort_values("label_cost", kind="mergesort")
     table = pd.merge_asof(grid.sort_values("_reach", kind="mergesort"), right, left_on="_reach",
                           right_on="label_cost", by=GROUP, direction="backward")
-    table = table.rename(columns={"accuracy_mean": "best_accuracy"}).drop(columns="_reach")
+    table = table.rename(columns={value: best}).drop(columns="_reach")
     return table.sort_values(GROUP + ["budget"], kind="mergesort").reset_index(drop=True)[columns]
 
 
-def budget_table(points: pd.DataFrame) -> pd.DataFrame:
+def budget_table(points: pd.DataFrame, *, metric: str = "accuracy") -> pd.DataFrame:
     """`budget_points` in the paper's Table 1 shape: per (dataset, weak_supervisor, student), one row
-    per budget and one column per method (best accuracy at label cost <= budget), "*all*" last."""
+    per budget and one column per method (best `metric` at label cost <= budget), "*all*" last."""
     if points.empty:
         return pd.DataFrame(columns=MODELS + ["budget"])
-    wide = points.pivot_table(index=MODELS + ["budget"], columns="method", values="best_accuracy",
+    wide = points.pivot_table(index=MODELS + ["budget"], columns="method", values=f"best_{metric}",
                               aggfunc="first", dropna=False, observed=True)
     methods = sorted(m for m in wide.columns if m != ALL_METHODS) + [m for m in wide.columns if m == ALL_METHODS]
     wide = wide[methods].reset_index()
     wide.columns.name = None
     return wide
+
+
+def with_baselines(wide: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """`wide` (rows per MODELS, e.g. the budget table) plus the baselines of its group: majority_rate
+    (the test pool's majority-class rate, mean over its points; NaN when unknown) and auroc_chance."""
+    if wide.empty or curves.empty:
+        return wide.assign(majority_rate=math.nan, auroc_chance=0.5)
+    rates = curves.groupby(MODELS, observed=True)["majority_rate"].mean().rename("majority_rate").reset_index()
+    keys = wide[MODELS].astype(str)
+    rates = rates.astype({m: str for m in MODELS})
+    merged = keys.merge(rates, on=MODELS, how="left")
+    return wide.assign(majority_rate=merged["majority_rate"].to_numpy(), auroc_chance=0.5)
