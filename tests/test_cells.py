@@ -60,3 +60,23 @@ def test_run_cell_records_the_gpus_its_cell_held(tmp_path):
     assert stored["cell_id"] == cell.cell_id and stored["num_gpus"] == 0.25 == result.num_gpus
     assert stored["wall_seconds"] > 0
     assert stored["gpu_seconds"] == pytest.approx(0.25 * stored["wall_seconds"])
+
+
+def test_run_cell_stores_its_test_predictions_before_its_result(tmp_path):
+    """The frontier's statistics read per-example predictions: accuracy recomputed from them is the
+    result's accuracy, and the test pool's label-1 share is recorded beside it."""
+    from w2sweep import layout
+    from w2sweep.results import read_predictions
+
+    config = _config(tmp_path)
+    (cell,) = [c for c in expand_cells(config) if c.student.label == "full"]
+    storage = Storage.from_uri(config.storage)
+    result = run_cell(Cell.from_json(cell.to_json()), storage)
+    predictions = read_predictions(storage, cell.sweep, [cell.cell_id])[cell.cell_id]
+    assert len(predictions) == result.num_test
+    assert list(predictions["example_id"]) == list(range(result.num_test))
+    assert ((predictions["p"] > 0.5) == (predictions["gold"] == 1)).mean() == pytest.approx(result.accuracy)
+    assert result.test_label1_share == pytest.approx(predictions["gold"].mean())
+    before = storage.list_modified(layout.folder(cell.sweep, layout.PREDICTIONS))
+    after = storage.list_modified(layout.folder(cell.sweep, layout.RESULTS))
+    assert max(before.values()) <= min(after.values())

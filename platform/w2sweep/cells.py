@@ -18,7 +18,7 @@ from w2sweep.losses import make_loss
 from w2sweep.metrics import evaluate
 from w2sweep.models import load_classifier, load_kwargs
 from w2sweep.prompting import fewshot_prefix, load_causal_lm, prompt_scores, prompt_text, warn_if_truncated
-from w2sweep.results import CellResult
+from w2sweep.results import CellResult, write_predictions
 from w2sweep.storage import AlreadyExists, Storage
 from w2sweep.train import TokenizedTexts, TrainHooks, fine_tune, is_main_process, predict
 from w2sweep.weak import WeakLabels, load_weak_labels
@@ -178,10 +178,13 @@ def run_cell(cell: Cell, storage: Storage, *, hooks: TrainHooks | None = None) -
         c_weak=cell.costs.c_weak, c_oracle=cell.costs.c_oracle,
         accuracy=m["accuracy"], accuracy_ci=m["accuracy_ci"], auroc=m["auroc"], auroc_ci=m["auroc_ci"],
         weak_accuracy=weak.test_accuracy, num_test=len(pools.test), wall_seconds=wall_seconds,
-        num_gpus=cell.num_gpus, gpu_seconds=cell.num_gpus * wall_seconds, config=cell.canonical(),
+        num_gpus=cell.num_gpus, gpu_seconds=cell.num_gpus * wall_seconds,
+        test_label1_share=pools.test_label1_share, config=cell.canonical(),
     )
     if not is_main_process():
         return result
+    # Predictions first: the result object marks the cell done, so whoever sees it finds them too.
+    write_predictions(storage, cell.sweep, cell.cell_id, np.arange(len(pools.test)), pools.test.labels, scores)
     try:
         storage.write_once(cell.result_key, result.to_json())
     except AlreadyExists:
