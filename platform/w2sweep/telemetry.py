@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from ray.util import metrics
 
+from w2sweep.raycompat import record_zero
+
 TAG_KEYS = ("sweep", "dataset", "student", "method")
 
 # Seconds. Cells range from seconds (tiny CPU models) to hours (7B students on GPUs).
@@ -42,9 +44,8 @@ EXPORTED = {
 
 
 def _start_at_zero(counter: metrics.Counter, tags: dict[str, str]) -> None:
-    """Record 0 on `counter`: the public `inc` refuses values <= 0, so this uses the record call
-    that `inc` makes (ray pinned at 2.60.0 in pyproject.toml)."""
-    counter._record(0, tags=tags)
+    """Record 0 on `counter` (`w2sweep.raycompat.record_zero`: the public `inc` refuses values <= 0)."""
+    record_zero(counter, tags)
 
 
 @dataclass(frozen=True)
