@@ -1,0 +1,89 @@
+"""A cell's prerequisites (what it reads that is computed once per key: weak labels, a head-only
+student's features; `Cell.prerequisites`), made sure of before its training, in the process that
+trains it and on the resources it holds for that.
+
+Who computes a key is decided by per-key claims (`KeyClaims`): a process computes the keys it could
+claim and lets go of them; for keys others hold it warms up first (`warm_up`), then waits for each
+claim and finds the key stored, or computes it itself if the holder failed or died. A claim is only
+ever taken by a process that holds the resources to compute it, and a holder waits for nothing while
+it holds one, so the waiting cannot deadlock.
+
+Without Ray the claims are `NoClaims` (every key is the caller's); a sweep hands each cell the Ray
+claims of its run (`w2sweep.claims.RayClaims`). Under torch.distributed only rank 0 makes sure of the
+prerequisites; the other ranks wait until they are stored. Nothing here imports Ray.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Callable, ContextManager, Iterable, Protocol
+
+from w2sweep.storage import Storage
+
+
+class KeyClaims(Protocol):
+    """Per-key claims of one run. A held key is computed by its holder, who then lets go."""
+
+    def try_hold(self, keys: list[str]) -> set[str]:
+        """Claim each of `keys` that no one else holds now, without waiting; the ones now held."""
+
+    def release(self, key: str) -> None:
+        """Let go of a held key."""
+
+    def holding(self, key: str) -> ContextManager[None]:
+        """Wait until no one else holds `key`, hold it while the block runs, then let go."""
+
+
+class NoClaims:
+    """The claims of a process that is alone: every key is its own (a plain `run_cell` call)."""
+
+    def try_hold(self, keys: list[str]) -> set[str]:
+        return set(keys)
+
+    def release(self, key: str) -> None:
+        pass
+
+    @contextmanager
+    def holding(self, key: str):
+        yield
+
+
+def ensure_prerequisites(cell, storage: Storage, claims: KeyClaims, warm_up: Callable) -> None:
+    """Make sure every prerequisite of `cell` is stored before its training: compute those not stored
+    that `claims` lets this process hold; if others hold some, `warm_up(cell)` instead of idling,
+    then wait for each and compute it if its holder did not store it. On a rank other than 0 of a
+    torch.distributed group, only wait until rank 0 has them stored."""
+    from w2sweep.train import is_main_process  # torch; the caller has it imported already
+
+    if not is_main_process():
+        _wait_until_stored(storage, [need.key for need in cell.prerequisites])
+        return
+    missing = [need for need in cell.prerequisites if not storage.exists(need.key)]
+    if not missing:
+        return  # a sweep's re-run, a later cell: one lookup per key
+    held = claims.try_hold([need.key for need in missing])
+    try:
+        for need in missing:
+            if need.key in held:
+                need.ensure(storage)
+    finally:
+        for key in held:
+            claims.release(key)
+    held_by_others = [need for need in missing if need.key not in held]
+    if held_by_others:
+        warm_up(cell)
+    for need in held_by_others:
+        with claims.holding(need.key):  # let go by a holder that stored it, failed or died
+            need.ensure(storage)  # nothing to do unless the holder failed or died
+
+
+def _wait_until_stored(storage: Storage, keys: Iterable[str], *, longest_s: float = 2.0) -> None:
+    """Poll until each key exists. Not a torch.distributed barrier: rank 0 may wait for another cell's
+    claim longer than a collective's timeout (30 min under Ray Train), and if rank 0 fails, the group
+    fails with it."""
+    for key in keys:
+        pause = 0.05
+        while not storage.exists(key):
+            time.sleep(pause)
+            pause = min(2 * pause, longest_s)
