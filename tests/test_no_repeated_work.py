@@ -3,9 +3,12 @@ sweep's cells and its re-runs.
 
 The weak supervisor's training is counted by wrapping `w2sweep.weak.train_weak_supervisor`, and the
 features' computation by wrapping `w2sweep.features.compute_features`; the cells and the re-run go
-through the same plain functions a Tune trial calls (`Prerequisite.ensure`, then `run_cell`), so no
-Ray is needed. tests/test_claims.py counts them in a real Ray sweep whose trials start together.
+through the same plain functions a Tune trial calls (`run_cell`, which makes sure of its
+prerequisites under the claims it is handed: `w2sweep.prerequisites`), so no Ray is needed.
+tests/test_claims.py counts them in a real Ray sweep whose trials start together.
 """
+
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -19,6 +22,7 @@ from w2sweep.grid import expand_cells
 from w2sweep.config import parse_config
 from w2sweep.features import Features, extract, head_on_features, load_features
 from w2sweep.models import load_classifier
+from w2sweep.prerequisites import ensure_prerequisites
 from w2sweep.storage import Storage
 from w2sweep.sweep import prerequisites_to_compute
 from w2sweep.train import TokenizedTexts, predict
@@ -92,6 +96,41 @@ def test_weak_labels_are_computed_once_per_key_across_cells_and_reruns(tmp_path,
     assert prerequisites_to_compute(storage, cells) == []
     _run(config)
     assert len(count_weak_trainings) == 1
+
+
+class _HeldByOneThatFails:
+    """Claims where another process holds every key when asked, then fails without storing it."""
+
+    def __init__(self):
+        self.events = []
+
+    def try_hold(self, keys):
+        self.events.append(("try", tuple(keys)))
+        return set()
+
+    def release(self, key):
+        self.events.append(("release", key))
+
+    @contextmanager
+    def holding(self, key):
+        self.events.append(("wait", key))  # until the holder let go: here, at once
+        yield
+        self.events.append(("release", key))
+
+
+def test_a_cell_warms_up_while_others_hold_its_keys_and_computes_what_a_failed_holder_left(
+        tmp_path, count_weak_trainings):
+    config = _small(str(tmp_path / "store"), spending_fractions=[0])
+    (cell,) = expand_cells(config)
+    (need,) = cell.prerequisites
+    storage = Storage.from_uri(config.storage)
+    claims, warmed = _HeldByOneThatFails(), []
+    ensure_prerequisites(cell, storage, claims, warmed.append)
+    assert warmed == [cell]  # instead of idling while the holder computes
+    assert claims.events == [("try", (need.key,)), ("wait", need.key), ("release", need.key)]
+    assert count_weak_trainings == [("synthetic-sentiment", "tiny-weak", 0)]  # once, by this waiter
+    ensure_prerequisites(cell, storage, claims, warmed.append)  # stored now: one lookup, no claim
+    assert len(claims.events) == 3 and warmed == [cell] and len(count_weak_trainings) == 1
 
 
 def test_each_new_weak_label_key_is_computed_exactly_once(tmp_path, count_weak_trainings):
