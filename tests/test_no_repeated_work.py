@@ -92,7 +92,7 @@ def test_weak_labels_are_computed_once_per_key_across_cells_and_reruns(tmp_path,
     assert count_weak_trainings == [("synthetic-sentiment", "tiny-weak", 0)]
 
     # The re-run: every cell is done, the weak labels are stored, and `w2sweep run` would start no
-    # weak-label task at all.
+    # weak-label claim at all (no claims actor: `w2sweep.sweep.prerequisites.start_claims`).
     assert prerequisites_to_compute(storage, cells) == []
     _run(config)
     assert len(count_weak_trainings) == 1

@@ -8,7 +8,7 @@ prefix ``ray_`` (``w2sweep_cells_done`` is scraped as ``ray_w2sweep_cells_done``
 Tags are low-cardinality on purpose: the sweep name, dataset, student, method (and, for label counts,
 the label source). Never a cell id, budget or seed: one time series per cell would swamp Prometheus.
 
-Only `w2sweep.sweep` imports this module; the science core never does.
+Only `w2sweep.sweep` imports this module (`w2sweep.sweep.progress`); the science core never does.
 """
 
 from __future__ import annotations
