@@ -5,7 +5,7 @@ Train V2 `TorchTrainer` per cell; each of its workers runs the same plain `run_c
 cell, in a torch.distributed process group (gloo on CPUs, NCCL on GPUs), so `w2sweep.train` trains
 through DeepSpeed and only rank 0 writes the result:
 
-    Tune trial (memory only) -> TorchTrainer(num_workers x {CPU, GPU}) -> every worker: run(cell, storage, claims, hooks)
+    Tune trial (memory only) -> TorchTrainer(num_workers x {CPU, GPU}) -> each worker: run(cell, storage, claims, hooks)
 
 `run` is `run_cell` unless the caller passes another (a test that kills a worker wraps it). Rank 0
 makes sure of the cell's prerequisites first, under the claims of the sweep's run, on behalf of the

@@ -52,11 +52,13 @@ class NoClaims:
 def ensure_prerequisites(cell, storage: Storage, claims: KeyClaims, warm_up: Callable) -> None:
     """Make sure every prerequisite of `cell` is stored before its training: compute those not stored
     that `claims` lets this process hold; if others hold some, `warm_up(cell)` instead of idling,
-    then wait for each and compute it if its holder did not store it. On a rank other than 0 of a
-    torch.distributed group, only wait until rank 0 has them stored."""
-    from w2sweep.train import is_main_process  # torch; the caller has it imported already
+    then wait for each and compute it if its holder did not store it. In a torch.distributed group
+    rank 0 does this without warming up (its ranks would wait for it: a Ray Train cell), and the
+    other ranks only wait until rank 0 has them stored."""
+    from w2sweep.train import world  # torch; the caller has it imported already
 
-    if not is_main_process():
+    rank, size = world()
+    if rank != 0:
         _wait_until_stored(storage, [need.key for need in cell.prerequisites])
         return
     missing = [need for need in cell.prerequisites if not storage.exists(need.key)]
@@ -71,7 +73,7 @@ def ensure_prerequisites(cell, storage: Storage, claims: KeyClaims, warm_up: Cal
         for key in held:
             claims.release(key)
     held_by_others = [need for need in missing if need.key not in held]
-    if held_by_others:
+    if held_by_others and size == 1:
         warm_up(cell)
     for need in held_by_others:
         with claims.holding(need.key):  # let go by a holder that stored it, failed or died
