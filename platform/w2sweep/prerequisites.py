@@ -15,6 +15,10 @@ prerequisites; the other ranks wait until they are stored. Nothing here imports 
 
 from __future__ import annotations
 
+import os
+import pickle
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from typing import Callable, ContextManager, Iterable, Protocol
@@ -68,7 +72,7 @@ def ensure_prerequisites(cell, storage: Storage, claims: KeyClaims, warm_up: Cal
     try:
         for need in missing:
             if need.key in held:
-                need.ensure(storage)
+                _compute(need, storage, alone=size == 1)
     finally:
         for key in held:
             claims.release(key)
@@ -77,7 +81,29 @@ def ensure_prerequisites(cell, storage: Storage, claims: KeyClaims, warm_up: Cal
         warm_up(cell)
     for need in held_by_others:
         with claims.holding(need.key):  # let go by a holder that stored it, failed or died
-            need.ensure(storage)  # nothing to do unless the holder failed or died
+            _compute(need, storage, alone=size == 1)  # nothing to do unless the holder failed or died
+
+
+# Computes one prerequisite in a fresh process: (Prerequisite, storage URI) pickled on stdin.
+_ALONE = ("import pickle, sys\n"
+          "need, uri = pickle.load(sys.stdin.buffer)\n"
+          "from w2sweep.storage import Storage\n"
+          "need.ensure(Storage.from_uri(uri))\n")
+
+
+def _compute(need, storage: Storage, *, alone: bool) -> None:
+    """`need.ensure(storage)` in this process, or, on rank 0 of a torch.distributed group (`alone`
+    False), in a child process on the same resources: the science core trains as one rank of the
+    group wherever a group is initialized, and a weak supervisor trained on rank 0 alone would wait
+    for the other ranks in its first collective, forever. (A Ray Train cell's prerequisite costs that
+    process, as the Ray task that computed it before did.)"""
+    if alone:
+        need.ensure(storage)  # one lookup if it is stored
+        return
+    if storage.exists(need.key):
+        return
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    subprocess.run([sys.executable, "-c", _ALONE], input=pickle.dumps((need, storage.uri)), env=env, check=True)
 
 
 def _wait_until_stored(storage: Storage, keys: Iterable[str], *, longest_s: float = 2.0) -> None:
