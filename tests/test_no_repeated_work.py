@@ -222,3 +222,44 @@ def test_a_head_that_reads_the_sequence_itself_is_refused():
         intermediate_size=64, num_labels=2, pad_token_id=tokenizer.pad_token_id))
     values, reason = extract(model, TokenizedTexts(tokenizer, ["a b c", "d"], 8), pad_token_id=tokenizer.pad_token_id)
     assert values is None and "does not read one pooled vector" in reason
+
+
+def _rank_ensures(rank: int, world: int, port: int, config_json: str, out: str):
+    import json
+    import os
+
+    import torch.distributed as dist
+
+    from w2sweep.config import SweepConfig
+    from w2sweep.prerequisites import NoClaims
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        config = SweepConfig.model_validate_json(config_json)
+        (cell,) = expand_cells(config)
+        warmed = []
+        ensure_prerequisites(cell, Storage.from_uri(config.storage), NoClaims(), warmed.append)
+        dist.barrier()  # both ranks got past it
+        with open(f"{out}.{rank}", "w") as f:
+            json.dump({"warmed": len(warmed)}, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_in_a_process_group_rank_0_computes_the_keys_and_the_other_ranks_wait_for_them(tmp_path):
+    """A Ray Train cell's ranks, without Ray: rank 0 computes the weak labels (in a child process,
+    outside the group its training would otherwise join), rank 1 waits until they are stored."""
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    config = _small(str(tmp_path / "store"), spending_fractions=[0])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank_ensures, args=(2, port, config.model_dump_json(), str(tmp_path / "rank")), nprocs=2)
+    (cell,) = expand_cells(config)
+    assert all(Storage.from_uri(config.storage).exists(need.key) for need in cell.prerequisites)
+    assert [json.loads((tmp_path / f"rank.{r}").read_text())["warmed"] for r in (0, 1)] == [0, 0]
