@@ -131,7 +131,8 @@ def run_sweep(config: SweepConfig, *, run=run_cell, run_on_workers=run_cell_on_w
     worker calls for a cell; `run_on_workers(cell, storage_uri, *, resources, max_failures, env,
     claims, run) -> metrics` is what the trial of a multi-worker cell calls. Both must be picklable
     by reference or by value (they travel to the trials); a benchmark passes stand-ins
-    (bench/packing.py), a test passes a `run` that wraps `run_cell` (tests/test_distributed.py)."""
+    (bench/packing.py); a test kills a worker with a `run` that wraps `run_cell`
+    (tests/test_distributed.py, through `run_cell_on_workers`, which takes the same `run`)."""
     storage = Storage.from_uri(config.storage)
     cells = expand_cells(config)
     todo = [c for c in cells if not storage.exists(cell_key(config.name, c.cell_id))]
