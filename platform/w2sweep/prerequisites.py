@@ -10,7 +10,8 @@ it holds one, so the waiting cannot deadlock.
 
 Without Ray the claims are `NoClaims` (every key is the caller's); a sweep hands each cell the Ray
 claims of its run (`w2sweep.claims.RayClaims`). Under torch.distributed only rank 0 makes sure of the
-prerequisites; the other ranks wait until they are stored. Nothing here imports Ray.
+prerequisites, computing each in a child process outside the group; the other ranks wait until they
+are stored. Nothing here imports Ray.
 """
 
 from __future__ import annotations

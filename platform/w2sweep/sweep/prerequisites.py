@@ -2,8 +2,8 @@
 students' features; `Cell.prerequisites`). Each is computed inside `run_cell` by the process that runs
 a cell reading it, on the resources it holds for that cell: a one-worker cell's trial, or rank 0 of a
 Ray Train cell's worker group (`w2sweep.prerequisites`). Which one, the run's claims actor decides
-(`w2sweep.claims`): the driver starts it when some key is not stored yet. No process starts only to
-compute a key.
+(`w2sweep.claims`): the driver starts it when some key is not stored yet. No trial starts only to
+compute a key (rank 0 computes one in a child process: `w2sweep.prerequisites._compute`).
 """
 
 from __future__ import annotations
