@@ -6,8 +6,8 @@
 
 Both sides start cold, in a fresh Python process each, and do the same work into their own storage root:
   (a) `w2sweep run CONFIG` with RAY_ADDRESS unset: a new local Ray cluster on this machine (its start
-      and shutdown included), the weak labels as a Ray task and one Tune trial per cell (a trial
-      starts as its process is up and trains once its weak labels exist);
+      and shutdown included) and one Tune trial per cell, every one calling `run_cell` (the weak labels
+      are computed by the first trial to claim their key, while the others warm up and wait);
   (b) `python bench/overhead.py --serial-child CONFIG`: import w2sweep, `ensure_weak_labels` per weak
       key, `run_cell` per cell in a plain loop, then `write_frontier` (which `w2sweep run` also does).
 The wall time of each is spawn to exit, measured here. Reported:

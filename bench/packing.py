@@ -5,14 +5,16 @@
 
 A simulated cluster on this machine: `ray.cluster_utils.Cluster`, a head and a second node, each with
 --gpus-per-node logical GPUs (no real GPU is needed or used) and --cpus-per-node logical CPUs. The sweep
-is a real config through the real `w2sweep.sweep.run_sweep` (weak labels, Tune trials, per-cell
-resources, concurrency), with one thing swapped: `run_sweep(config, cell_fn=...)` replaces the cell's
-training by a timed sleep that holds what the training would hold:
+is a real config through the real `w2sweep.sweep.run_sweep` (weak labels under the run's claims, Tune
+trials, per-cell resources, concurrency), with one thing swapped: `run_sweep(config, run=...,
+run_on_workers=...)` replaces the cell's training by a timed sleep that holds what the training would
+hold (after the cell's prerequisites, which it makes sure of as `run_cell` does):
   - a one-worker cell (student `one-gpu-*`: num_workers 1, gpus_per_worker 1) sleeps inside its Tune
-    trial, which holds the cell's GPU;
+    trial (`run`), which holds the cell's GPU;
   - a four-worker cell (student `four-gpu`: num_workers 4, gpus_per_worker 1) reserves what Ray Train's
-    worker group would, a placement group of 4 x {CPU, GPU} bundles (PACK), waits for it as the
-    TorchTrainer would, sleeps, and releases it.
+    worker group would (`run_on_workers`), a placement group of 4 x {CPU, GPU} bundles (PACK), waits
+    for it as the TorchTrainer would, runs `run` as its rank 0 would, and releases it. (A real
+    TorchTrainer cannot start here: its NCCL backend needs real GPUs.)
 Sleep lengths are fixed per cell (from its id): one-GPU cells 8 s +/- 25%, four-GPU cells 16 s +/- 25%,
 times --time-scale. The three one-GPU students give three times as many one-GPU cells as four-GPU ones.
 
@@ -76,31 +78,24 @@ def seconds_for(cell, *, time_scale: float) -> float:
 
 
 class SleepCell:
-    """The stand-in for training: hold the cell's resources for a fixed time; log start and end."""
+    """The stand-in for `run_cell`: make sure of the cell's prerequisites, then hold the cell's
+    resources for a fixed time; log start and end."""
 
     def __init__(self, log_path: str, time_scale: float, default_resources):
         self.log_path = log_path
         self.time_scale = time_scale
         self.default_resources = default_resources
 
-    def __call__(self, cell, storage):
-        import ray
-        from ray.util.placement_group import placement_group, remove_placement_group
-
-        from w2sweep.grid import uses_ray_train, worker_resources
+    def __call__(self, cell, storage, *, claims, hooks=None):
+        from w2sweep.grid import worker_resources
+        from w2sweep.prerequisites import ensure_prerequisites
         from w2sweep.results import CellResult, cell_key
 
-        per_worker = worker_resources(cell.student, self.default_resources)
-        pg = None
-        if uses_ray_train(cell.student):  # what Ray Train's worker group would reserve, and wait for
-            pg = placement_group([per_worker] * cell.student.num_workers, strategy="PACK")
-            ray.get(pg.ready())
-        gpus = per_worker["GPU"] * cell.student.num_workers
+        ensure_prerequisites(cell, storage, claims, warm_up=lambda cell: None)
+        gpus = worker_resources(cell.student, self.default_resources)["GPU"] * cell.student.num_workers
         start = time.time()
         time.sleep(seconds_for(cell, time_scale=self.time_scale))
         end = time.time()
-        if pg is not None:
-            remove_placement_group(pg)
         with open(self.log_path, "a") as f:
             f.write(json.dumps(dict(cell_id=cell.cell_id, gpus=gpus, start=start, end=end)) + "\n")
         result = CellResult(
@@ -113,6 +108,24 @@ class SleepCell:
         )
         storage.write_once(cell_key(cell.sweep, cell.cell_id), result.to_json())
         return result
+
+
+def sleep_on_workers(cell, storage_uri, *, resources, max_failures, env, claims, run) -> dict:
+    """The stand-in for `run_cell_on_workers`: reserve what Ray Train's worker group would, wait for
+    it, run `run` as rank 0 would, release it."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from w2sweep.grid import worker_resources
+    from w2sweep.storage import Storage
+
+    pg = placement_group([worker_resources(cell.student, resources)] * cell.student.num_workers, strategy="PACK")
+    ray.get(pg.ready())
+    try:
+        result = run(cell, Storage.from_uri(storage_uri), claims=claims)
+    finally:
+        remove_placement_group(pg)
+    return dict(accuracy=result.accuracy, auroc=result.auroc, wall_seconds=result.wall_seconds)
 
 
 def sample_gpus(stop: threading.Event, total: float, samples: list) -> None:
@@ -144,7 +157,7 @@ def main() -> None:
     from ray.cluster_utils import Cluster
 
     from w2sweep.config import parse_config
-    from w2sweep.sweep import run_sweep
+    from w2sweep.sweep import _init_ray, run_sweep
 
     total_gpus = float(args.num_nodes * args.gpus_per_node)
     cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=args.cpus_per_node,
@@ -164,18 +177,11 @@ def main() -> None:
             sampler = None
             report = None
             try:
-                from w2sweep import sweep as sweep_module
-
-                init = sweep_module._init_ray
-
-                def init_and_sample():  # sample from the moment run_sweep has joined the cluster
-                    nonlocal sampler
-                    init()
-                    sampler = threading.Thread(target=sample_gpus, args=(stop, total_gpus, samples), daemon=True)
-                    sampler.start()
-
-                sweep_module._init_ray = init_and_sample
-                report = run_sweep(config, cell_fn=SleepCell(str(log), args.time_scale, config.resources))
+                _init_ray()  # what run_sweep does first (it then finds Ray initialized); sample from here
+                sampler = threading.Thread(target=sample_gpus, args=(stop, total_gpus, samples), daemon=True)
+                sampler.start()
+                report = run_sweep(config, run=SleepCell(str(log), args.time_scale, config.resources),
+                                   run_on_workers=sleep_on_workers)
             finally:
                 stop.set()
                 if sampler is not None:

@@ -16,24 +16,27 @@ ray = pytest.importorskip("ray")
 
 @ray.remote(num_cpus=0)
 class Trial:
-    """Stands in for a Tune trial's actor: one call at a time, claims made inside a call."""
+    """Stands in for a Tune trial's actor: one call at a time, claims made inside a call through the
+    client a trial hands its cell (`RayClaims`)."""
+
+    def client(self, claims):
+        from w2sweep.claims import RayClaims
+
+        return RayClaims.for_this_trial(claims)
 
     def claim(self, claims, key):
-        from w2sweep.claims import ask
+        return key in self.client(claims).try_hold([key])
 
-        return ray.get(ask(claims, [key])[key])
-
-    def claim_then(self, claims, key, what, flag):
-        """Claim `key`, say so in the file `flag`, then let go ("release": after 1 s, returning when,
-        and staying in this call 3 s more), raise, or hang."""
-        from w2sweep.claims import ask
-
-        assert ray.get(ask(claims, [key])[key])
+    def claim_then(self, claims, key, what, flag, client=None):
+        """Claim `key` (through `client` if given), say so in the file `flag`, then let go
+        ("release": after 1 s, returning when, and staying in this call 3 s more), raise, or hang."""
+        client = client or self.client(claims)
+        assert client.try_hold([key]) == {key}
         Path(flag).touch()
         if what == "release":
             time.sleep(1.0)
             released = time.monotonic()
-            ray.get(claims.release.remote(key))
+            client.release(key)
             time.sleep(3.0)
             return released
         if what == "raise":
@@ -41,14 +44,19 @@ class Trial:
         time.sleep(600)
 
     def wait_for(self, claims, key):
-        from w2sweep.claims import claimed
-
-        with claimed(claims, key):
+        with self.client(claims).holding(key):
             return time.monotonic()
 
+    def claim_with(self, client, key):
+        return key in client.try_hold([key])
 
-def _start_holding(holder, claims, key, what, flag: Path):
-    call = holder.claim_then.remote(claims, key, what, str(flag))
+    def hold_for_a_while(self, seconds):
+        """A trial busy in its call (a Ray Train cell's trial driving its workers)."""
+        time.sleep(seconds)
+
+
+def _start_holding(holder, claims, key, what, flag: Path, client=None):
+    call = holder.claim_then.remote(claims, key, what, str(flag), client)
     deadline = time.monotonic() + 30
     while not flag.exists():
         assert time.monotonic() < deadline, "the holder never claimed"
@@ -86,6 +94,28 @@ def test_a_claim_ends_with_its_holders_call_when_it_raises_or_is_killed(local_ra
         assert not ray.get(waiter.claim.remote(claims, "weak/1"))  # held while its holder runs
         ray.kill(holder)
     assert ray.get(waiter.wait_for.remote(claims, "weak/1"), timeout=30)
+
+
+def test_a_worker_claims_for_its_trial_again_after_a_restart_and_its_claim_ends_with_it(local_ray, tmp_path):
+    """A Ray Train cell: its trial drives the worker group and claims nothing itself; rank 0 claims
+    on the trial's behalf. A restarted rank 0 (same trial) takes the claim again at once; another
+    trial waits. The claim ends when the rank 0 holding it dies, while the trial still runs: held for
+    the trial alone, it would outlive the resources that can compute the key."""
+    from w2sweep.claims import Claims, RayClaims
+
+    claims = Claims.remote()
+    trial, rank0, restarted, other = Trial.remote(), Trial.remote(), Trial.remote(), Trial.remote()
+    driving = trial.hold_for_a_while.remote(120)
+    client = RayClaims(claims, ray.put(trial))  # what the trial hands its workers
+    _start_holding(rank0, claims, "weak/1", "hang", tmp_path / "claimed", client)
+    assert not ray.get(other.claim.remote(claims, "weak/1"))
+    assert ray.get(restarted.claim_with.remote(client, "weak/1"))  # re-entrant for the same trial
+    ray.kill(rank0)
+    time.sleep(2.0)
+    assert not ray.get(other.claim.remote(claims, "weak/1"))  # the restarted rank 0 holds it now
+    ray.kill(restarted)
+    assert ray.get(other.wait_for.remote(claims, "weak/1"), timeout=30)
+    assert not ray.wait([driving], timeout=0)[0]  # ended with its worker, not with the trial
 
 
 def test_trials_starting_together_compute_each_prerequisite_once(tmp_path, local_ray, capsys):

@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -179,6 +180,38 @@ def _cell(root, name: str, **student):
     return cell, config
 
 
+def _killing(stage: int, epoch: int, rank: int, marker: str):
+    """A `run` for Ray Train workers: `run_cell`, except that rank `rank` exits (as if its machine
+    died) when it reaches the end of that epoch, before saving its checkpoint, once: the marker file
+    records that it happened, so the restarted worker group runs through. Defined inside a function,
+    so that Ray pickles it by value (the workers cannot import this test module)."""
+
+    def run(cell, storage, *, claims, hooks):
+        import ray.train
+
+        from w2sweep.cells import run_cell
+
+        save_and_report = hooks.on_epoch_end
+
+        def on_epoch_end(save, metrics):
+            if (metrics["stage"], metrics["epoch"], ray.train.get_context().get_world_rank()) == (stage, epoch, rank):
+                try:
+                    open(marker, "x").close()
+                except FileExistsError:
+                    pass  # it already failed once
+                else:
+                    # Ray Train takes in a report when it next polls the workers (every 2 s); a worker
+                    # group that fails before then loses it. A real epoch lasts far longer than that.
+                    time.sleep(3 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0)))
+                    os._exit(1)
+            save_and_report(save, metrics)
+
+        hooks.on_epoch_end = on_epoch_end
+        return run_cell(cell, storage, claims=claims, hooks=hooks)
+
+    return run
+
+
 @pytest.mark.ray
 def test_ray_train_workers_with_zero2_and_zero3_give_the_loss_curve_of_one_worker(tmp_path, local_ray):
     from w2sweep.cells import run_cell
@@ -205,16 +238,17 @@ def test_ray_train_workers_with_zero2_and_zero3_give_the_loss_curve_of_one_worke
 
 @pytest.mark.ray
 def test_killed_worker_resumes_from_its_checkpoint_with_the_same_number_of_steps(tmp_path, local_ray):
-    from w2sweep.distributed import FAULT_ENV, run_cell_on_workers
+    from w2sweep.cells import run_cell
+    from w2sweep.distributed import run_cell_on_workers
 
     results = {}
     for name in ("steady", "killed"):
         marker = tmp_path / f"{name}.fault"
         # The killed run loses rank 1 at the end of epoch 2 of stage 0, after epoch 1's checkpoint.
-        env = {FAULT_ENV: f"0:2:1:{marker}" if name == "killed" else ""}
+        run = _killing(0, 2, 1, str(marker)) if name == "killed" else run_cell
         cell, config = _cell(tmp_path, name, num_workers=2, zero_stage=2)
         results[name] = run_cell_on_workers(cell, str(tmp_path), resources=config.resources, max_failures=1,
-                                            env=env)
+                                            run=run)
         assert marker.exists() == (name == "killed")
     steady, killed = results["steady"], results["killed"]
     steps_per_epoch = 5  # ceil(80 weak labels / 16)
@@ -255,12 +289,12 @@ def test_cell_started_again_after_its_run_failed_resumes_from_the_checkpoint(tmp
     name and storage) finds the failed run's checkpoints. Here under ZeRO-3."""
     import ray.train
 
-    from w2sweep.distributed import FAULT_ENV, run_cell_on_workers
+    from w2sweep.distributed import run_cell_on_workers
 
     cell, config = _cell(tmp_path, "again", num_workers=2, zero_stage=3)
     with pytest.raises(ray.train.TrainingFailedError):
         run_cell_on_workers(cell, str(tmp_path), resources=config.resources, max_failures=0,
-                            env={FAULT_ENV: f"0:2:1:{tmp_path / 'fault'}"})
+                            run=_killing(0, 2, 1, str(tmp_path / "fault")))
     assert not (tmp_path / "again" / "cells" / f"{cell.cell_id}.json").exists()
     metrics = run_cell_on_workers(cell, str(tmp_path), resources=config.resources, max_failures=0)
     assert metrics["resumed"] and metrics["num_steps"] == 18 and metrics["num_steps_run"] == 18 - 5

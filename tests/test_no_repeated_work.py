@@ -3,9 +3,12 @@ sweep's cells and its re-runs.
 
 The weak supervisor's training is counted by wrapping `w2sweep.weak.train_weak_supervisor`, and the
 features' computation by wrapping `w2sweep.features.compute_features`; the cells and the re-run go
-through the same plain functions a Tune trial calls (`Prerequisite.ensure`, then `run_cell`), so no
-Ray is needed. tests/test_claims.py counts them in a real Ray sweep whose trials start together.
+through the same plain functions a Tune trial calls (`run_cell`, which makes sure of its
+prerequisites under the claims it is handed: `w2sweep.prerequisites`), so no Ray is needed.
+tests/test_claims.py counts them in a real Ray sweep whose trials start together.
 """
+
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -19,6 +22,7 @@ from w2sweep.grid import expand_cells
 from w2sweep.config import parse_config
 from w2sweep.features import Features, extract, head_on_features, load_features
 from w2sweep.models import load_classifier
+from w2sweep.prerequisites import ensure_prerequisites
 from w2sweep.storage import Storage
 from w2sweep.sweep import prerequisites_to_compute
 from w2sweep.train import TokenizedTexts, predict
@@ -88,10 +92,45 @@ def test_weak_labels_are_computed_once_per_key_across_cells_and_reruns(tmp_path,
     assert count_weak_trainings == [("synthetic-sentiment", "tiny-weak", 0)]
 
     # The re-run: every cell is done, the weak labels are stored, and `w2sweep run` would start no
-    # weak-label task at all.
+    # weak-label claim at all (no claims actor: `w2sweep.sweep.prerequisites.start_claims`).
     assert prerequisites_to_compute(storage, cells) == []
     _run(config)
     assert len(count_weak_trainings) == 1
+
+
+class _HeldByOneThatFails:
+    """Claims where another process holds every key when asked, then fails without storing it."""
+
+    def __init__(self):
+        self.events = []
+
+    def try_hold(self, keys):
+        self.events.append(("try", tuple(keys)))
+        return set()
+
+    def release(self, key):
+        self.events.append(("release", key))
+
+    @contextmanager
+    def holding(self, key):
+        self.events.append(("wait", key))  # until the holder let go: here, at once
+        yield
+        self.events.append(("release", key))
+
+
+def test_a_cell_warms_up_while_others_hold_its_keys_and_computes_what_a_failed_holder_left(
+        tmp_path, count_weak_trainings):
+    config = _small(str(tmp_path / "store"), spending_fractions=[0])
+    (cell,) = expand_cells(config)
+    (need,) = cell.prerequisites
+    storage = Storage.from_uri(config.storage)
+    claims, warmed = _HeldByOneThatFails(), []
+    ensure_prerequisites(cell, storage, claims, warmed.append)
+    assert warmed == [cell]  # instead of idling while the holder computes
+    assert claims.events == [("try", (need.key,)), ("wait", need.key), ("release", need.key)]
+    assert count_weak_trainings == [("synthetic-sentiment", "tiny-weak", 0)]  # once, by this waiter
+    ensure_prerequisites(cell, storage, claims, warmed.append)  # stored now: one lookup, no claim
+    assert len(claims.events) == 3 and warmed == [cell] and len(count_weak_trainings) == 1
 
 
 def test_each_new_weak_label_key_is_computed_exactly_once(tmp_path, count_weak_trainings):
@@ -183,3 +222,44 @@ def test_a_head_that_reads_the_sequence_itself_is_refused():
         intermediate_size=64, num_labels=2, pad_token_id=tokenizer.pad_token_id))
     values, reason = extract(model, TokenizedTexts(tokenizer, ["a b c", "d"], 8), pad_token_id=tokenizer.pad_token_id)
     assert values is None and "does not read one pooled vector" in reason
+
+
+def _rank_ensures(rank: int, world: int, port: int, config_json: str, out: str):
+    import json
+    import os
+
+    import torch.distributed as dist
+
+    from w2sweep.config import SweepConfig
+    from w2sweep.prerequisites import NoClaims
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        config = SweepConfig.model_validate_json(config_json)
+        (cell,) = expand_cells(config)
+        warmed = []
+        ensure_prerequisites(cell, Storage.from_uri(config.storage), NoClaims(), warmed.append)
+        dist.barrier()  # both ranks got past it
+        with open(f"{out}.{rank}", "w") as f:
+            json.dump({"warmed": len(warmed)}, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_in_a_process_group_rank_0_computes_the_keys_and_the_other_ranks_wait_for_them(tmp_path):
+    """A Ray Train cell's ranks, without Ray: rank 0 computes the weak labels (in a child process,
+    outside the group its training would otherwise join), rank 1 waits until they are stored."""
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    config = _small(str(tmp_path / "store"), spending_fractions=[0])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank_ensures, args=(2, port, config.model_dump_json(), str(tmp_path / "rank")), nprocs=2)
+    (cell,) = expand_cells(config)
+    assert all(Storage.from_uri(config.storage).exists(need.key) for need in cell.prerequisites)
+    assert [json.loads((tmp_path / f"rank.{r}").read_text())["warmed"] for r in (0, 1)] == [0, 0]

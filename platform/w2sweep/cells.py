@@ -17,6 +17,7 @@ from w2sweep.grid import Cell
 from w2sweep.losses import make_loss
 from w2sweep.metrics import evaluate
 from w2sweep.models import load_classifier, load_kwargs
+from w2sweep.prerequisites import KeyClaims, NoClaims, ensure_prerequisites
 from w2sweep.prompting import fewshot_prefix, load_causal_lm, prompt_scores, prompt_text, warn_if_truncated
 from w2sweep.results import CellResult, write_predictions
 from w2sweep.storage import AlreadyExists, Storage
@@ -142,7 +143,8 @@ def warm_up(cell: Cell) -> None:
         load_classifier(cell.student.model, seed=cell.seed, **load_kwargs(cell.student))
 
 
-def run_cell(cell: Cell, storage: Storage, *, hooks: TrainHooks | None = None) -> CellResult:
+def run_cell(cell: Cell, storage: Storage, *, claims: KeyClaims = NoClaims(),
+             hooks: TrainHooks | None = None) -> CellResult:
     """Run the cell's method (fine-tune the student through its stages, or prompt it), evaluate on
     the test pool against gold labels, and write the result once. A stage's n examples are the first
     n of its pool (or with +active the n the student is least sure of), so a larger budget's labels
@@ -151,10 +153,11 @@ def run_cell(cell: Cell, storage: Storage, *, hooks: TrainHooks | None = None) -
     The same function runs in one process and on every rank of a torch.distributed group (a Ray
     Train worker group, `w2sweep.distributed`): training goes through DeepSpeed there, every rank
     returns the result, and only rank 0 writes it. `hooks` checkpoint and resume the training.
-    The result records the GPUs the cell held (`cell.num_gpus`) and their GPU-seconds."""
+    The result records the GPUs the cell held (`cell.num_gpus`) and their GPU-seconds.
+
+    First the cell's prerequisites, under `claims` (`w2sweep.prerequisites`)."""
+    ensure_prerequisites(cell, storage, claims, warm_up)  # before `start`: wall_seconds is the cell's own
     start = time.monotonic()
-    for need in cell.prerequisites:  # stored already when a sweep runs the cell: one lookup each
-        need.ensure(storage)
     pools = pools_for(cell.dataset, cell.seed)
     weak = load_weak_labels(storage, cell.sweep, cell.weak_key)
     if cell.recipe.train:

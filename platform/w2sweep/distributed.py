@@ -5,7 +5,11 @@ Train V2 `TorchTrainer` per cell; each of its workers runs the same plain `run_c
 cell, in a torch.distributed process group (gloo on CPUs, NCCL on GPUs), so `w2sweep.train` trains
 through DeepSpeed and only rank 0 writes the result:
 
-    Tune trial (0.01 CPU) -> TorchTrainer(num_workers x {CPU, GPU}) -> every worker: run_cell(cell, storage, hooks)
+    Tune trial (memory only) -> TorchTrainer(num_workers x {CPU, GPU}) -> each worker: run(cell, storage, claims, hooks)
+
+`run` is `run_cell` unless the caller passes another (a test that kills a worker wraps it). Rank 0
+makes sure of the cell's prerequisites first, under the claims of the sweep's run, on behalf of the
+trial; the other ranks wait until they are stored (`w2sweep.prerequisites`).
 
 At every validation the workers save the training state (DeepSpeed's per-rank shards plus the loop's
 own state) and report it with `ray.train.report`; Ray Train merges the ranks' files into one checkpoint
@@ -22,7 +26,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import ray
@@ -33,14 +36,12 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from w2sweep import layout
 from w2sweep.cells import run_cell
 from w2sweep.grid import Cell, worker_resources
-from w2sweep.config import ModelSpec, Resources
+from w2sweep.config import Resources
+from w2sweep.prerequisites import KeyClaims, NoClaims
+from w2sweep.raycompat import propagate_to_train_controller
 from w2sweep.storage import Storage
 from w2sweep.train import TrainHooks
 
-# Test-only fault injection: "stage:epoch:rank:marker_path". That rank exits (as if its machine died)
-# when it reaches the end of that epoch, before saving its checkpoint, once: the marker file records
-# that it happened, so the restarted worker group runs through.
-FAULT_ENV = "W2SWEEP_TEST_FAULT"
 _FINAL = "final_metrics.json"  # in the last checkpoint of a finished cell
 
 
@@ -70,7 +71,6 @@ class RayTrainHooks(TrainHooks):
         return self._local
 
     def on_epoch_end(self, save, metrics: dict) -> None:
-        _maybe_fail(metrics["stage"], metrics["epoch"])
         with tempfile.TemporaryDirectory(prefix="w2sweep-checkpoint-") as tmp:
             save(tmp)
             ray.train.report(dict(metrics), checkpoint=Checkpoint.from_directory(tmp))
@@ -86,25 +86,6 @@ class RayTrainHooks(TrainHooks):
             shutil.rmtree(self._local, ignore_errors=True)
 
 
-def _maybe_fail(stage: int, epoch: int) -> None:
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    fault_stage, fault_epoch, fault_rank, marker = spec.split(":", 3)
-    if (int(fault_stage), int(fault_epoch), int(fault_rank)) != (
-            stage, epoch, ray.train.get_context().get_world_rank()):
-        return
-    try:
-        with open(marker, "x"):
-            pass
-    except FileExistsError:
-        return  # it already failed once
-    # Ray Train takes in a report when it next polls the workers (every 2 s); a worker group that
-    # fails before then loses it. A real epoch lasts far longer than that; a test's may not.
-    time.sleep(3 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0)))
-    os._exit(1)
-
-
 def _train_loop_per_worker(config: dict) -> None:
     os.environ.update(ray.get(config["env"]))
     import torch
@@ -116,7 +97,7 @@ def _train_loop_per_worker(config: dict) -> None:
     try:
         final = hooks.final_metrics()  # a restart after the last report has nothing left to train
         if final is None:
-            result = run_cell(cell, Storage.from_uri(config["storage_uri"]), hooks=hooks)
+            result = config["run"](cell, Storage.from_uri(config["storage_uri"]), claims=config["claims"], hooks=hooks)
             stages = [s for s in hooks.stages if s is not None]
             final = {
                 "accuracy": result.accuracy, "auroc": result.auroc, "wall_seconds": result.wall_seconds,
@@ -143,11 +124,9 @@ def _pinned_ray_address():
     exist; the cleaner then removes this run's placement group, which kills its workers. Pin the
     address for the controller, and through its runtime env for the cleaner, while the trainer runs.
     (Ray 2.60 propagates a fixed set of variables to the controller; RAY_ADDRESS is added to it.)"""
-    from ray.train.v2._internal import constants
-
     previous = os.environ.get("RAY_ADDRESS")
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
-    constants.ENV_VARS_TO_PROPAGATE.add("RAY_ADDRESS")
+    propagate_to_train_controller("RAY_ADDRESS")
     try:
         yield
     finally:
@@ -158,9 +137,12 @@ def _pinned_ray_address():
 
 
 def run_cell_on_workers(cell: Cell, storage_uri: str, *, resources: Resources, max_failures: int,
-                        env: dict[str, str] | None = None, keep_checkpoints: bool = False) -> dict:
-    """Train and evaluate `cell` on `cell.student.num_workers` Ray Train workers; return the final
-    metrics (accuracy, auroc, wall_seconds, num_steps, num_steps_run, train_losses per stage, resumed).
+                        env: dict[str, str] | None = None, keep_checkpoints: bool = False,
+                        claims: KeyClaims = NoClaims(), run=run_cell) -> dict:
+    """Train and evaluate `cell` on `cell.student.num_workers` Ray Train workers, each of which calls
+    `run(cell, storage, claims=claims, hooks=...)` (rank 0 makes sure of the prerequisites under
+    `claims`, `w2sweep.prerequisites`); return the final metrics (accuracy, auroc, wall_seconds,
+    num_steps, num_steps_run, train_losses per stage, resumed).
 
     `env` (storage settings such as AWS_*) reaches the workers through the object store, never a
     runtime env or a config that Ray would log. Raises ray.train.TrainingFailedError when the workers
@@ -171,7 +153,8 @@ def run_cell_on_workers(cell: Cell, storage_uri: str, *, resources: Resources, m
     use_gpu = per_worker["GPU"] > 0
     trainer = TorchTrainer(
         _train_loop_per_worker,
-        train_loop_config={"cell": cell.to_json(), "storage_uri": storage_uri, "env": ray.put(env or {})},
+        train_loop_config={"cell": cell.to_json(), "storage_uri": storage_uri, "env": ray.put(env or {}),
+                           "claims": claims, "run": run},
         scaling_config=ScalingConfig(num_workers=student.num_workers, use_gpu=use_gpu,
                                      resources_per_worker=per_worker if use_gpu else {"CPU": per_worker["CPU"]}),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),

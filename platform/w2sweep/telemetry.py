@@ -8,7 +8,7 @@ prefix ``ray_`` (``w2sweep_cells_done`` is scraped as ``ray_w2sweep_cells_done``
 Tags are low-cardinality on purpose: the sweep name, dataset, student, method (and, for label counts,
 the label source). Never a cell id, budget or seed: one time series per cell would swamp Prometheus.
 
-Only `w2sweep.sweep` imports this module; the science core never does.
+Only `w2sweep.sweep` imports this module (`w2sweep.sweep.progress`); the science core never does.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 
 from ray.util import metrics
+
+from w2sweep.raycompat import record_zero
 
 TAG_KEYS = ("sweep", "dataset", "student", "method")
 
@@ -42,9 +44,8 @@ EXPORTED = {
 
 
 def _start_at_zero(counter: metrics.Counter, tags: dict[str, str]) -> None:
-    """Record 0 on `counter`: the public `inc` refuses values <= 0, so this uses the record call
-    that `inc` makes (ray pinned at 2.60.0 in pyproject.toml)."""
-    counter._record(0, tags=tags)
+    """Record 0 on `counter` (`w2sweep.raycompat.record_zero`: the public `inc` refuses values <= 0)."""
+    record_zero(counter, tags)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,20 @@
+"""Run a sweep on Ray: every unfinished cell as a Ray Tune trial of the plain `run_cell` function,
+which first makes sure of its own prerequisites under the run's claims (`w2sweep.prerequisites`).
+
+  cluster        joining or starting Ray, address checks, the workers' runtime env and storage env
+  prerequisites  the run's claims actor: which process computes each prerequisite key
+  progress       the Tune callback: progress bar and the sweep's Prometheus metrics
+  run            run_sweep, the trainable, the report
+
+With `w2sweep.claims`, `w2sweep.distributed`, `w2sweep.telemetry` and `w2sweep.raycompat`, the only
+modules of the run path that import Ray.
+"""
+
+from w2sweep.sweep.cluster import (ClusterError, _init_ray, _runtime_env, keep_credentials_out_of_runtime_envs,
+                                   shutdown_in_background, storage_env)
+from w2sweep.sweep.prerequisites import prerequisites_to_compute
+from w2sweep.sweep.run import SweepReport, config_snapshot, run_cell, run_cell_on_workers, run_sweep, running_key
+
+__all__ = ["ClusterError", "SweepReport", "_init_ray", "_runtime_env", "config_snapshot",
+           "keep_credentials_out_of_runtime_envs", "prerequisites_to_compute", "run_cell", "run_cell_on_workers",
+           "run_sweep", "running_key", "shutdown_in_background", "storage_env"]

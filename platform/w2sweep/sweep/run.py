@@ -1,0 +1,205 @@
+"""`run_sweep`: every unfinished cell of a config as a Ray Tune trial, and what the run did.
+
+A trial runs its cell with `run` (by default `w2sweep.cells.run_cell`) in its own process, or, for a
+student on several workers, drives a Ray Train run (`run_on_workers`, by default
+`w2sweep.distributed.run_cell_on_workers`) whose workers each call `run`. Either way `run` gets the
+run's claims (`w2sweep.sweep.prerequisites`) and makes sure of the cell's prerequisites first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+import ray
+from ray import tune
+from ray.tune.logger import JsonLoggerCallback
+
+from w2sweep import layout
+from w2sweep.config import Resources, SweepConfig
+from w2sweep.grid import Cell, expand_cells, uses_ray_train, worker_resources
+from w2sweep.results import cell_key
+from w2sweep.storage import Storage
+from w2sweep.sweep.cluster import _init_ray, keep_credentials_out_of_runtime_envs, storage_env
+from w2sweep.sweep.prerequisites import start_claims, stop_claims, trial_claims
+from w2sweep.sweep.progress import Progress
+
+# What the trial of a Ray Train cell reserves: it only drives the TorchTrainer, whose workers reserve
+# their own CPUs/GPUs. Memory, not a CPU fraction: drivers holding 0.01 CPU each would leave a 2-CPU
+# machine short of the 2 whole CPUs a 2-worker group needs, and wait forever (Tune refuses an
+# all-zero request).
+DRIVER_MEMORY_BYTES = 256 * 2**20
+_METRICS = ("accuracy", "auroc", "wall_seconds")
+_TRAIN_METRICS = ("num_steps", "num_steps_run", "resumed")
+
+
+@dataclass
+class SweepReport:
+    num_cells: int
+    num_skipped: int  # already had a result before this run
+    num_done: int  # finished in this run
+    failed: dict[str, str] = field(default_factory=dict)  # cell id -> one-line error
+
+
+def run_cell(cell, storage, **kwargs):
+    """`w2sweep.cells.run_cell`, imported in the process that runs the cell: torch, transformers and
+    DeepSpeed stay out of the driver."""
+    from w2sweep.cells import run_cell
+
+    return run_cell(cell, storage, **kwargs)
+
+
+def run_cell_on_workers(cell, storage_uri, **kwargs) -> dict:
+    """`w2sweep.distributed.run_cell_on_workers`, imported in the trial that drives it."""
+    from w2sweep.distributed import run_cell_on_workers
+
+    return run_cell_on_workers(cell, storage_uri, **kwargs)
+
+
+def running_key(sweep: str, cell_id: str) -> str:
+    """The heartbeat a cell's trial holds while it runs: written at start, deleted at the end."""
+    return layout.running(sweep, cell_id)
+
+
+def _cell_trainable(config: dict, *, cells: dict[str, str], storage_uri: str, env: dict[str, str],
+                    resources: dict, max_failures: int, claims_actor, run, run_on_workers) -> None:
+    """One cell: `run` right here, or, for a student on several workers, `run_on_workers`, whose
+    workers each call `run`; this trial then only drives and waits."""
+    os.environ.update(env)
+    cell = Cell.from_json(cells[config["cell_id"]])
+    storage = Storage.from_uri(storage_uri)
+    claims = trial_claims(claims_actor)
+    heartbeat = running_key(cell.sweep, cell.cell_id)
+    storage.write_bytes(heartbeat, json.dumps(
+        {"cell_id": cell.cell_id, "started": time.time(), "host": socket.gethostname()}).encode())
+    try:
+        if uses_ray_train(cell.student):
+            metrics = run_on_workers(cell, storage_uri, resources=Resources(**resources), max_failures=max_failures,
+                                     env=env, claims=claims, run=run)
+        else:
+            result = run(cell, storage, claims=claims)
+            metrics = {name: getattr(result, name) for name in _METRICS}
+    finally:
+        storage.delete(heartbeat)
+    tune.report({k: metrics[k] for k in _METRICS} | {k: metrics[k] for k in _TRAIN_METRICS if k in metrics})
+
+
+def _trial_resources(cells: dict[str, str], default: Resources):
+    """Tune's per-trial request: a one-worker cell trains in its trial, with the student's per-worker
+    resources where it sets them, else the sweep's `resources`."""
+
+    def request(config: dict) -> tune.PlacementGroupFactory:
+        student = Cell.from_json(cells[config["cell_id"]]).student
+        if uses_ray_train(student):
+            return tune.PlacementGroupFactory([{"memory": DRIVER_MEMORY_BYTES}])
+        need = worker_resources(student, default)
+        return tune.PlacementGroupFactory([{k: v for k, v in need.items() if v}])
+
+    return request
+
+
+def _max_concurrent_cells(todo: list[Cell], default: Resources) -> int | None:
+    """With Ray Train cells, at most as many trials as the cluster's CPUs could run at once: their
+    drivers reserve no CPU, so nothing else would stop Tune from starting every one of them (each a
+    process, each a Train controller waiting for its workers). None without Ray Train cells."""
+    if not any(uses_ray_train(c.student) for c in todo):
+        return None
+    per_cell = [worker_resources(c.student, default)["CPU"] * c.student.num_workers for c in todo]
+    return max(1, int(ray.cluster_resources().get("CPU", 1) // min(per_cell)))
+
+
+def _largest_first(todo: list[Cell], default: Resources) -> list[Cell]:
+    """Cells in the order Tune starts them: most GPUs (then CPUs) per cell first, grid order within.
+    The trials of big (Ray Train) cells then start first, and their processes are up and waiting for
+    workers when GPUs come free, instead of starting cold after the last small cell while the GPUs
+    idle (bench/packing.py, 24 one-GPU + 8 four-GPU cells on 2 x 4 GPUs: GPU allocation while cells
+    were pending rose from 78% to 98%)."""
+    def size(cell: Cell) -> tuple[float, float]:
+        need = worker_resources(cell.student, default)
+        return -need["GPU"] * cell.student.num_workers, -need["CPU"] * cell.student.num_workers
+
+    return sorted(todo, key=size)
+
+
+def run_sweep(config: SweepConfig, *, run=run_cell, run_on_workers=run_cell_on_workers) -> SweepReport:
+    """Run every cell of `config` that has no result yet; return what happened.
+
+    `run(cell, storage, *, claims, hooks=None) -> CellResult` is what every trial and every Ray Train
+    worker calls for a cell; `run_on_workers(cell, storage_uri, *, resources, max_failures, env,
+    claims, run) -> metrics` is what the trial of a multi-worker cell calls. Both must be picklable
+    by reference or by value (they travel to the trials); a benchmark passes stand-ins
+    (bench/packing.py); a test kills a worker with a `run` that wraps `run_cell`
+    (tests/test_distributed.py, through `run_cell_on_workers`, which takes the same `run`)."""
+    storage = Storage.from_uri(config.storage)
+    cells = expand_cells(config)
+    todo = [c for c in cells if not storage.exists(cell_key(config.name, c.cell_id))]
+    if todo:
+        _init_ray()  # first: a run that cannot reach its cluster (ClusterError) writes nothing
+    storage.write_bytes(layout.sweep_yaml(config.name), config_snapshot(config))
+    report = SweepReport(num_cells=len(cells), num_skipped=len(cells) - len(todo), num_done=0)
+    if not todo:
+        return report
+    keep_credentials_out_of_runtime_envs()
+    claims = start_claims(storage, todo)
+    progress = Progress(total=len(cells), initial=report.num_skipped, cells=cells, todo=todo,
+                        resources=config.resources)
+    trainable = tune.with_parameters(
+        _cell_trainable, cells={c.cell_id: c.to_json() for c in todo}, storage_uri=config.storage,
+        env=storage_env(), resources=config.resources.model_dump(), max_failures=config.max_failures,
+        claims_actor=claims, run=run, run_on_workers=run_on_workers)
+    grid = _tuner(config, storage, todo, trainable, progress).fit()
+    stop_claims(claims)
+    progress.bar.close()
+    _record_outcomes(config, storage, todo, grid, report)
+    return report
+
+
+def _tuner(config: SweepConfig, storage: Storage, todo: list[Cell], trainable, progress: Progress) -> tune.Tuner:
+    """One Tune trial per cell of `todo`, biggest first, each with its cell's resources."""
+    # The progress bar is the sweep's console output; Tune's own tables would interleave with it.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Of Tune's per-trial loggers only the JSON one, which the result grid reads: a trial reports
+    # once, and the TensorBoard logger imports torch into the driver, delaying the first trial by
+    # ~1.3 s (bench/overhead.py).
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    cell_json = {c.cell_id: c.to_json() for c in todo}
+    return tune.Tuner(
+        tune.with_resources(trainable, _trial_resources(cell_json, config.resources)),
+        param_space={"cell_id": tune.grid_search([c.cell_id for c in _largest_first(todo, config.resources)])},
+        tune_config=tune.TuneConfig(reuse_actors=True,
+                                    max_concurrent_trials=_max_concurrent_cells(todo, config.resources)),
+        run_config=tune.RunConfig(
+            # Trial state and checkpoints live under the same root: <root>/<sweep>/tune (on S3 through
+            # a pyarrow S3FileSystem on the same endpoint, credentials from the same chain).
+            name=layout.TUNE, storage_path=storage.path(config.name),
+            storage_filesystem=None if storage.is_local else storage.filesystem,
+            failure_config=tune.FailureConfig(max_failures=config.max_failures),
+            callbacks=[progress, JsonLoggerCallback()], verbose=0,
+        ),
+    )
+
+
+def _record_outcomes(config: SweepConfig, storage: Storage, todo: list[Cell], grid, report: SweepReport) -> None:
+    """Count the cells done and record a failure object for each of the others. A cell is done when
+    its result object exists, whatever Tune says: a trial that failed before it had a config still
+    leaves its cell without a result, and so in `failed`."""
+    errors = {r.config["cell_id"]: str(r.error).strip().splitlines()[-1][:500]
+              for r in grid if r.error is not None and r.config}
+    for cell in todo:
+        if storage.exists(cell_key(config.name, cell.cell_id)):
+            report.num_done += 1
+            continue
+        message = errors.get(cell.cell_id, "the trial ended without a result")
+        report.failed[cell.cell_id] = message
+        storage.write_bytes(layout.failure(config.name, cell.cell_id),
+                            json.dumps({"cell_id": cell.cell_id, "error": message}).encode())
+
+
+def config_snapshot(config: SweepConfig) -> bytes:
+    """The resolved config as run. It never holds credentials: the schema has no field for them."""
+    import yaml
+
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).encode()
