@@ -60,7 +60,7 @@ def ensure_prerequisites(cell, storage: Storage, claims: KeyClaims, warm_up: Cal
     then wait for each and compute it if its holder did not store it. In a torch.distributed group
     rank 0 does this without warming up (its ranks would wait for it: a Ray Train cell), and the
     other ranks only wait until rank 0 has them stored."""
-    from w2sweep.train import world  # torch; the caller has it imported already
+    from w2sweep.train.state import world  # torch; the caller has it imported already
 
     rank, size = world()
     if rank != 0:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from w2sweep import layout
-from w2sweep.frontier.tables import DEFAULT_GPU_HOUR_PRICE, numeric, usable
+from w2sweep.frontier.stats import numeric
+from w2sweep.frontier.tables import DEFAULT_GPU_HOUR_PRICE, usable
 from w2sweep.results import cell_keys, read_cells
 from w2sweep.storage import Storage
 

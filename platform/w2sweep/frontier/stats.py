@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 from w2sweep import metrics
-from w2sweep.frontier.tables import numeric
 
 CONFIDENCE = 0.95  # default confidence of every interval the frontier reports
 METRICS = ("accuracy", "auroc")
@@ -26,6 +25,14 @@ _NAME_KEYS = ("dataset", "weak_supervisor", "student", "method")  # string (or c
 NUM_RESAMPLES = 2000  # bootstrap resamples; percentile intervals (BCa's jackknife is O(n^2) here)
 T_OVER_SEEDS, BOOTSTRAP, STORED, UNPAIRED = (
     "t over seeds", "bootstrap over test examples", "stored 95% CI (one seed)", "unpaired: difference of intervals")
+
+
+def numeric(frame: pd.DataFrame, column: str) -> pd.Series:
+    """`column` as floats, NaN where absent or not a number: JSON leaves nulls, mixed types and
+    columns no result had (fields older results lack)."""
+    if column not in frame:
+        return pd.Series(math.nan, index=frame.index, dtype=float)
+    return pd.to_numeric(frame[column], errors="coerce").astype(float)
 
 
 def check_confidence(confidence: float) -> None:

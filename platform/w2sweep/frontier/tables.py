@@ -12,6 +12,9 @@ import math
 import numpy as np
 import pandas as pd
 
+from w2sweep.frontier import stats
+from w2sweep.frontier.stats import numeric
+
 GROUP = ["dataset", "weak_supervisor", "student", "method"]
 MODELS = ["dataset", "weak_supervisor", "student"]  # GROUP without the method
 ALL_METHODS = "*all*"  # the `method` of the frontier taken across every method
@@ -25,14 +28,6 @@ DEFAULT_GPU_HOUR_PRICE = 2.0  # $ per GPU-hour, when neither the CLI nor sweep.y
 # Slack on "within tolerance" and "cost <= budget": accuracies are means of floats, and
 # 0.71 - 0.70 is 0.0100000000000000009.
 EPS = 1e-9
-
-
-def numeric(frame: pd.DataFrame, column: str) -> pd.Series:
-    """`column` as floats, NaN where absent or not a number: JSON leaves nulls, mixed types and
-    columns no result had (fields older results lack)."""
-    if column not in frame:
-        return pd.Series(math.nan, index=frame.index, dtype=float)
-    return pd.to_numeric(frame[column], errors="coerce").astype(float)
 
 
 def usable(results: pd.DataFrame) -> pd.DataFrame:
@@ -138,8 +133,6 @@ def curves(results: pd.DataFrame, *, confidence: float = 0.95,
     predictions take accuracy, AUROC and the majority rate from them. Explicit (n_weak, n_oracle)
     pairs keep spending_fraction NaN and are told apart by their counts. Unusable rows are dropped.
     """
-    from w2sweep.frontier import stats
-
     stats.check_confidence(confidence)
     # Rows `aggregate` prepared already (``has_predictions``) are usable and carry their predictions' values.
     rows = results if "has_predictions" in results else usable(results)
