@@ -12,6 +12,8 @@ processes it started: `ray stop` would also stop the other Ray clusters running 
 
 import json
 import os
+import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,15 +22,13 @@ import threading
 import time
 from pathlib import Path
 
-import secrets
-
 import psutil
 import pytest
 import yaml
 
 from conftest import REPO, free_port, tiny_config
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = pytest.mark.ray  # ~90 s on 2 cores: part of `make test`
 
 # This machine has 2 cores: at most this many workers of each cluster.yaml type, and in all.
 LOCAL_MAX_PER_TYPE = 2
@@ -124,6 +124,7 @@ class FakeCluster:
                 pass
         self._head.wait(timeout=15)
         self._log.close()
+        shutil.rmtree(self._temp_dir, ignore_errors=True)
 
 
 class NodeSampler(threading.Thread):
