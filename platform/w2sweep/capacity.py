@@ -29,23 +29,31 @@ class ClusterFileError(Exception):
 
 
 def node_types_from_cluster_yaml(path: str | Path) -> tuple[list[dict], int | None]:
-    """The node types of a Ray cluster launcher config, as `unplaceable_students` takes them, and its
-    `max_workers` (worker nodes of all types together; None if unset). The head is one node of its
-    type, marked `head` (no worker cap applies to it): it holds cells unless its resources say
-    otherwise (cluster.yaml's `CPU: 0` head holds none)."""
+    """`node_types_from_config` of the Ray cluster launcher config at `path` (validate --cluster)."""
     try:
         cluster = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as e:
         raise ClusterFileError(f"--cluster {path}: {e}") from None
+    try:
+        return node_types_from_config(cluster)
+    except ClusterFileError as e:
+        raise ClusterFileError(f"--cluster {path}: {e}") from None
+
+
+def node_types_from_config(cluster: object) -> tuple[list[dict], int | None]:
+    """The node types of a Ray cluster launcher (or autoscaler) config dict, as `unplaceable_students`
+    takes them, and its `max_workers` (worker nodes of all types together; None if unset). The head
+    is one node of its type, marked `head` (no worker cap applies to it): it holds cells unless its
+    resources say otherwise (cluster.yaml's `CPU: 0` head holds none)."""
     types = cluster.get("available_node_types") if isinstance(cluster, dict) else None
     if not isinstance(types, dict) or not types:
-        raise ClusterFileError(f"--cluster {path}: no available_node_types (expected a Ray cluster launcher config)")
+        raise ClusterFileError("no available_node_types (expected a Ray cluster launcher config)")
     head = cluster.get("head_node_type")
     node_types = []
     for name, spec in types.items():
         resources = (spec or {}).get("resources")
         if not isinstance(resources, dict):
-            raise ClusterFileError(f"--cluster {path}: node type {name!r} sets no resources")
+            raise ClusterFileError(f"node type {name!r} sets no resources")
         count = 1 if name == head else spec.get("max_workers", cluster.get("max_workers", 2))
         node_types.append({"name": name, "resources": resources, "max_workers": count, "head": name == head})
     return node_types, cluster.get("max_workers")
