@@ -75,6 +75,13 @@ def test_unset_max_count_means_one_node_of_a_running_cluster():
     assert "at most 2 at once" in line and "largest node type: {CPU: 8, GPU: 1}" in line
 
 
+def test_unbounded_node_types_hold_any_group():
+    unbounded = [{"resources": {"CPU": 8, "GPU": 1}, "max_workers": -1}, {"resources": {"CPU": 1}, "max_workers": None}]
+    assert unplaceable_students([student(num_workers=1000, gpus_per_worker=1)], Resources(), unbounded) == []
+    assert unplaceable_students([student(num_workers=10, gpus_per_worker=1)], Resources(), unbounded, max_nodes=9)
+    assert unplaceable_students([student(gpus_per_worker=2)], Resources(), unbounded)
+
+
 def test_head_of_cluster_yaml_holds_no_cells_and_worker_counts_are_read():
     types, max_nodes = node_types_from_cluster_yaml(REPO / "cluster.yaml")
     cluster = yaml.safe_load((REPO / "cluster.yaml").read_text())

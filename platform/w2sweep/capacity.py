@@ -12,7 +12,7 @@ No Ray import: this is about arithmetic on resource dicts, and validate runs wit
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from math import floor
+from math import floor, inf
 from pathlib import Path
 
 import yaml
@@ -78,12 +78,19 @@ def _largest(node_types: Sequence[Mapping]) -> str:
     return f"{name}{_describe(top['resources'])}"
 
 
+def _count(node_type: Mapping) -> float:
+    """How many nodes of a type there can be: 1 if unset (a node of a running cluster), unbounded for
+    None or -1 (the autoscaler's ClusterConfig says -1)."""
+    count = node_type.get("max_workers", 1)
+    return inf if count is None or count < 0 else count
+
+
 def _slots(bundle: Mapping[str, float], node_types: Sequence[Mapping], max_nodes: int | None) -> int:
     """How many `bundle`s the cluster holds at once at its largest: the node types that fit it, each
     at its max count (1 where unset: a node of a running cluster), the roomiest first, at most
     `max_nodes` worker nodes in all (the head is not one)."""
-    per_node = sorted(((_fits(bundle, t["resources"]), t.get("max_workers", 1), bool(t.get("head")))
-                       for t in node_types), reverse=True)
+    per_node = sorted(((_fits(bundle, t["resources"]), _count(t), bool(t.get("head"))) for t in node_types),
+                      reverse=True)
     total, left = 0, max_nodes
     for fit, count, head in per_node:
         if fit == 0:
@@ -100,7 +107,7 @@ def unplaceable_students(students: Sequence[ModelSpec], default: Resources, node
     """One line per student whose cells no cluster of `node_types` can ever hold; empty if all fit.
 
     `node_types`: dicts with `resources` ({"CPU": 8, "GPU": 1, ...}), optionally `max_workers` (how
-    many such nodes there can be; 1 if unset), `name`, and `head` (true for the head's type, which
+    many such nodes there can be; 1 if unset, unbounded if None or -1), `name`, and `head` (true for the head's type, which
     `max_nodes` does not count). `max_nodes` caps the worker nodes of all types together
     (cluster.yaml's top-level max_workers), None for no cap. For a running cluster without an
     autoscaler, pass one dict per alive node: `{"resources": node["Resources"]}` of `ray.nodes()`.
