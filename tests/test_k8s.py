@@ -139,6 +139,9 @@ def check_entrypoint(job: dict, cluster: dict, raycluster: dict) -> None:
 
 
 def check_dashboard_stays_inside(spec: dict) -> None:
+    """A ClusterIP service, no ingress, no host ports; and what reaches it needs Ray's token, as on
+    cluster.yaml's nodes (RAY_AUTH_MODE=token)."""
+    assert spec.get("authOptions", {}).get("mode") == "token"
     head = spec["headGroupSpec"]
     assert head.get("serviceType") == "ClusterIP"
     assert not head.get("enableIngress") and "ingressOptions" not in head
@@ -228,6 +231,7 @@ MISTAKES = {
     "other cluster": (lambda c, j: j["spec"].update(clusterSelector={"ray.io/cluster": "x"}), "entrypoint"),
     "load balancer": (lambda c, j: _head(c).update(serviceType="LoadBalancer"), "dashboard"),
     "ingress": (lambda c, j: _head(c).update(enableIngress=True), "dashboard"),
+    "no token auth": (lambda c, j: c["spec"].pop("authOptions"), "dashboard"),
     "host port": (lambda c, j: _head(c)["template"]["spec"]["containers"][0]["ports"][1].update(hostPort=8265),
                   "dashboard"),
 }
