@@ -107,10 +107,15 @@ def unplaceable_students(students: Sequence[ModelSpec], default: Resources, node
     """One line per student whose cells no cluster of `node_types` can ever hold; empty if all fit.
 
     `node_types`: dicts with `resources` ({"CPU": 8, "GPU": 1, ...}), optionally `max_workers` (how
-    many such nodes there can be; 1 if unset, unbounded if None or -1), `name`, and `head` (true for the head's type, which
-    `max_nodes` does not count). `max_nodes` caps the worker nodes of all types together
-    (cluster.yaml's top-level max_workers), None for no cap. For a running cluster without an
-    autoscaler, pass one dict per alive node: `{"resources": node["Resources"]}` of `ray.nodes()`.
+    many such nodes there can be; 1 if unset, unbounded if None or -1), `name`, and `head` (true for
+    the head's type, which `max_nodes` does not count). `max_nodes` caps the worker nodes of all
+    types together (cluster.yaml's top-level max_workers), None for no cap.
+
+    From a joined cluster: where the autoscaler publishes its config (autoscaler v2, e.g. KubeRay's),
+    `ray._private.state.state.get_cluster_config().node_group_configs` gives each type's `name`,
+    `resources` and `max_count` (-1: unbounded). Where it does not (None: autoscaler v1, the default of
+    `ray up`), the alive nodes say nothing of what the cluster can grow to: check nothing. A cluster
+    without an autoscaler: one dict per alive node, `{"resources": node["Resources"]}` of `ray.nodes()`.
 
     The rule: a one-worker cell's {CPU, GPU} must fit one node type. A Ray Train cell's per-worker
     bundle must fit one node type, and its num_workers bundles must fit at once on the nodes of the
