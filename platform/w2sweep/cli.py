@@ -54,6 +54,11 @@ def _plan(path: str):
 
 def cmd_validate(args) -> int:
     config, cells = _plan(args.config)
+    if args.cluster:
+        from w2sweep.capacity import cluster_file_problems
+
+        if problems := cluster_file_problems(config, args.cluster):
+            raise BadInput(problems)
     print(f"{config.name}: {len(cells)} cells "
           f"({len(config.datasets)} datasets x {len(config.weak_supervisors)} weak supervisors x "
           f"{len(config.students)} students x {len(config.methods)} methods x budget splits x "
@@ -250,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("validate", help="check a sweep config; print its cells and label counts")
     p.add_argument("config", help="sweep YAML file")
+    p.add_argument("--cluster", metavar="CLUSTER_YAML", default=None,
+                   help="Ray cluster launcher config (e.g. cluster.yaml): refuse cells no node type can hold")
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("run", help="run every unfinished cell on Ray, then write the frontier")
     p.add_argument("config", help="sweep YAML file")
