@@ -8,6 +8,7 @@ import io
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from w2sweep import consistency
 from w2sweep.config import DatasetSpec
@@ -151,3 +152,30 @@ def test_write_frontier_adds_the_csvs_and_a_report_section(tmp_path):
     assert all(f"demo/frontier/{name}" in keys for name in consistency.FILES)
     page = storage.read_bytes("demo/frontier/report.html").decode()
     assert '<h2 id="consistency">Consistency</h2>' in page and f"Flagged: synthetic-sentiment / tiny-student / {bad}" in page
+
+
+def test_every_kappa_is_sklearns_on_the_shared_examples(tmp_path):
+    """The pairs' kappas come from their 2x2 counts at once; each must be cohen_kappa_score's, NaN
+    where sklearn's is undefined (both cells predict one and the same class)."""
+    import warnings
+
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(5)
+    p = {"random": rng.random(40), "same": rng.random(40), "ones": np.full(40, 0.9), "ones2": np.full(40, 0.8),
+         "zeros": np.full(40, 0.1), "few": np.where(np.arange(40) < 2, 0.9, 0.1)}
+    p["same"][:30] = p["random"][:30]
+    ids = {"random": np.arange(40), "same": np.arange(40), "ones": np.arange(40), "ones2": np.arange(40),
+           "zeros": np.arange(40), "few": np.arange(40)}
+    ids["few"] = np.arange(40) + 25  # shares 15 examples with the others (no texts: matched by id)
+    rows = pd.DataFrame([row(0.7, method=m, **GROUP) | dict(cell_id=m) for m in p])
+    preds = {m: pd.DataFrame({"example_id": ids[m], "gold": 0, "p": p[m]}) for m in p}
+    pairs = consistency.check(rows, preds).pairs
+    for r in pairs.itertuples(index=False):
+        a, b = (pd.Series(preds[c]["p"].to_numpy() > 0.5, index=ids[c]) for c in (r.cell_a, r.cell_b))
+        shared = a.index.intersection(b.index)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = cohen_kappa_score(a[shared], b[shared], labels=[False, True])
+        assert r.n_shared == len(shared) and r.agreement == pytest.approx(np.mean(a[shared] == b[shared]))
+        assert r.kappa == pytest.approx(expected, nan_ok=True), (r.cell_a, r.cell_b)
