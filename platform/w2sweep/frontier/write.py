@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from w2sweep import layout
+from w2sweep import consistency, layout
 from w2sweep.frontier.plots import plot_budget_table, plot_curves, plot_frontier
 from w2sweep.frontier.read import (Inputs, Results, default_gpus, inputs_digest, read_inputs, read_results,
                                    resolve_budgets, resolve_gpu_hour_price)
@@ -81,9 +81,11 @@ def _fmt(value: float) -> str:
 
 
 def view_outputs(agg: Aggregate, *, title: str, summary: dict, gpu_hour_price: float,
-                 label_unit_price: float, unreadable: dict[str, str] | None = None) -> dict[str, bytes]:
+                 label_unit_price: float, unreadable: dict[str, str] | None = None,
+                 checks=None) -> dict[str, bytes]:
     """The files of one view: CSVs, PNGs and report.html, by file name. `unreadable` ({key: reason})
-    is listed in the report only."""
+    is listed in the report only; `checks` (`w2sweep.consistency.Consistency`) adds its CSVs and
+    a report section."""
     from w2sweep.report import render_report
 
     images = {
@@ -107,8 +109,10 @@ def view_outputs(agg: Aggregate, *, title: str, summary: dict, gpu_hour_price: f
         shown["unreadable objects"] = pd.DataFrame(sorted(unreadable.items()), columns=["object", "reason"])
     warnings = [f"No signal: {' / '.join(map(str, g[:len(MODELS)]))}: {g[len(MODELS)]}"
                 for g in agg.no_signal[MODELS + ["reason"]].itertuples(index=False)]
+    checked = None if checks is None else checks.tables()
+    outputs.update({name: frame.to_csv(index=False).encode() for name, frame in (checked or {}).items()})
     outputs["report.html"] = render_report(title=title, summary=summary, tables=shown, images=images,
-                                           warnings=warnings).encode()
+                                           warnings=warnings, consistency=checked).encode()
     return outputs
 
 
@@ -175,11 +179,12 @@ def write_frontier(storage: Storage, sweep: str, *, tolerance: float = 0.01, axi
     options = dict(tolerance=tolerance, axis=axis, gpu_hour_price=gpu_hour_price, label_unit_price=label_unit_price,
                    budgets=budgets, metric=metric, confidence=confidence)
     summary = _summary(storage, sweep, read, options, price_source=price_source, num_predictions=len(predictions))
+    checks = consistency.for_frontier(storage, sweep, read.table, predictions)  # label prices change no prediction
     files: dict[str, bytes] = {}
     signal = None
     for price in [None, *map(float, c_weak)]:
         view, agg = _view_files(sweep, results, read.unreadable, summary, options, c_weak=price,
-                                predictions=predictions)
+                                predictions=predictions, checks=checks if price is None else None)
         files.update(view)
         signal = agg.no_signal if signal is None else signal
     files["results.parquet"] = results_parquet(read.table)
@@ -234,7 +239,7 @@ def _summary(storage: Storage, sweep: str, read: Results, options: dict, *, pric
 
 
 def _view_files(sweep: str, results: pd.DataFrame, unreadable: dict[str, str], summary: dict, options: dict,
-                *, c_weak: float | None, predictions: dict) -> tuple[dict[str, bytes], Aggregate]:
+                *, c_weak: float | None, predictions: dict, checks=None) -> tuple[dict[str, bytes], Aggregate]:
     """The files of one view by their name under ``frontier/``: the results' own label prices
     (`c_weak` None) at the top, a re-costed view (nothing re-run) in ``c_weak=<v>/``; and its tables."""
     view_results = results if c_weak is None else recost(results, c_weak=c_weak)
@@ -247,7 +252,8 @@ def _view_files(sweep: str, results: pd.DataFrame, unreadable: dict[str, str], s
     title = f"w2sweep frontier: {sweep}" + ("" if c_weak is None else f" (c_weak = {_fmt(c_weak)})")
     prefix = "" if c_weak is None else f"c_weak={_fmt(c_weak)}/"
     outputs = view_outputs(agg, title=title, summary=view_summary, gpu_hour_price=options["gpu_hour_price"],
-                           label_unit_price=options["label_unit_price"], unreadable=unreadable)
+                           label_unit_price=options["label_unit_price"], unreadable=unreadable,
+                           checks=checks)
     return {prefix + name: data for name, data in outputs.items()}, agg
 
 
