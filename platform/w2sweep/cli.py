@@ -87,18 +87,39 @@ def cmd_run(args) -> int:
     except ClusterError as e:  # no cluster at RAY_ADDRESS: raised before anything is written or trained
         raise BadInput([clip(str(e), MAX_MESSAGE)]) from None
     closing = shutdown_in_background()  # Ray is not needed for the frontier
-    print(f"{config.name}: {report.num_done} cells finished, {report.num_skipped} already done, "
-          f"{len(report.failed)} failed (of {report.num_cells})")
-    for cell_id, message in sorted(report.failed.items()):
-        print(f"  failed {cell_id}: {message}", file=sys.stderr)
     storage = Storage.from_uri(config.storage)
-    summary = write_frontier(storage, config.name, tolerance=args.tolerance)
+    _print_run_summary(config.name, report, storage)
+    try:
+        summary = write_frontier(storage, config.name, tolerance=args.tolerance)
+    except Exception as e:  # noqa: BLE001 -- whatever breaks here, the cells ran: say so, in one line
+        closing.join()
+        print(clip(_frontier_failure(e, report), MAX_MESSAGE), file=sys.stderr)
+        return EXIT_CELLS_FAILED
     print("frontier written:")
     for key in summary["keys"]:
-        print(f"  {storage.path(key)}")
+        print(f"  {storage.url(key)}")
     _print_no_signal(summary)
     closing.join()
     return EXIT_CELLS_FAILED if report.failed else 0
+
+
+def _print_run_summary(sweep: str, report, storage) -> None:
+    """What `w2sweep run` did: cells finished, skipped and failed; each failure on stderr, one line."""
+    print(f"{sweep}: {report.num_done} cells finished, {report.num_skipped} already done, "
+          f"{len(report.failed)} failed (of {report.num_cells})")
+    for cell_id, message in sorted(report.failed.items()):
+        print(f"  failed {cell_id}: {message}", file=sys.stderr)
+    if report.failed:
+        print(f"  their axes and errors: w2sweep status --failed {storage.url(sweep)}", file=sys.stderr)
+
+
+def _frontier_failure(e: Exception, report) -> str:
+    """The one line `w2sweep run` ends with when the frontier step fails after the cells ran."""
+    from w2sweep.config_checks import one_line
+
+    if report.num_done + report.num_skipped == 0 and len(report.failed) == report.num_cells:
+        return f"frontier not written: every cell failed ({report.num_cells} of {report.num_cells}), so none has a result"
+    return one_line(f"frontier error: {type(e).__name__}: {e}")
 
 
 def _storage_and_sweep(text: str):
@@ -164,9 +185,9 @@ def cmd_frontier(args) -> int:
     print(f"{summary['num_results']} cell results read, {summary['num_ignored']} not usable "
           f"(failed or no accuracy), {summary['num_unreadable']} unreadable")
     for key, reason in sorted(summary["unreadable_reasons"].items()):
-        print(f"  unreadable: {storage.path(key)}: {reason}", file=sys.stderr)
+        print(f"  unreadable: {storage.url(key)}: {reason}", file=sys.stderr)
     for key in summary["keys"]:
-        print(f"  {storage.path(key)}")
+        print(f"  {storage.url(key)}")
     _print_no_signal(summary)
     return 0
 
