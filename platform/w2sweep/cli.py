@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections import Counter
+
+from w2sweep.cli_output import show_warning
 
 EXIT_BAD_INPUT = 2
 EXIT_CELLS_FAILED = 1
@@ -72,6 +75,7 @@ def cmd_validate(args) -> int:
 
 def cmd_run(args) -> int:
     config, _ = _plan(args.config)
+    from w2sweep.cli_output import frontier_failure, print_run_summary
     from w2sweep.config_checks import MAX_MESSAGE, clip
     from w2sweep.frontier import write_frontier
     from w2sweep.storage import Storage, StorageError
@@ -88,12 +92,12 @@ def cmd_run(args) -> int:
         raise BadInput([clip(str(e), MAX_MESSAGE)]) from None
     closing = shutdown_in_background()  # Ray is not needed for the frontier
     storage = Storage.from_uri(config.storage)
-    _print_run_summary(config.name, report, storage)
+    print_run_summary(config.name, report, storage)
     try:
         summary = write_frontier(storage, config.name, tolerance=args.tolerance)
     except Exception as e:  # noqa: BLE001 -- whatever breaks here, the cells ran: say so, in one line
         closing.join()
-        print(clip(_frontier_failure(e, report), MAX_MESSAGE), file=sys.stderr)
+        print(clip(frontier_failure(e, report), MAX_MESSAGE), file=sys.stderr)
         return EXIT_CELLS_FAILED
     print("frontier written:")
     for key in summary["keys"]:
@@ -101,25 +105,6 @@ def cmd_run(args) -> int:
     _print_no_signal(summary)
     closing.join()
     return EXIT_CELLS_FAILED if report.failed else 0
-
-
-def _print_run_summary(sweep: str, report, storage) -> None:
-    """What `w2sweep run` did: cells finished, skipped and failed; each failure on stderr, one line."""
-    print(f"{sweep}: {report.num_done} cells finished, {report.num_skipped} already done, "
-          f"{len(report.failed)} failed (of {report.num_cells})")
-    for cell_id, message in sorted(report.failed.items()):
-        print(f"  failed {cell_id}: {message}", file=sys.stderr)
-    if report.failed:
-        print(f"  their axes and errors: w2sweep status --failed {storage.url(sweep)}", file=sys.stderr)
-
-
-def _frontier_failure(e: Exception, report) -> str:
-    """The one line `w2sweep run` ends with when the frontier step fails after the cells ran."""
-    from w2sweep.config_checks import one_line
-
-    if report.num_done + report.num_skipped == 0 and len(report.failed) == report.num_cells:
-        return f"frontier not written: every cell failed ({report.num_cells} of {report.num_cells}), so none has a result"
-    return one_line(f"frontier error: {type(e).__name__}: {e}")
 
 
 def _storage_and_sweep(text: str):
@@ -302,12 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except BadInput as e:
-        for line in e.lines:
-            print(line, file=sys.stderr)
-        return EXIT_BAD_INPUT
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        try:
+            return args.func(args)
+        except BadInput as e:
+            for line in e.lines:
+                print(line, file=sys.stderr)
+            return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":
