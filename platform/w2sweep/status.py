@@ -146,6 +146,7 @@ def sweep_status(storage: Storage, sweep: str, *, failed: bool = False, now: flo
     now = time.time() if now is None else now
     last = last_beats(storage, sweep, {i: t for i, t in beats.items() if i in grid_ids - done})
     stale = {i for i, t in last.items() if now - t > stale_after_seconds()}
+    fresh = set(last) - stale
 
     groups: dict[tuple[str, str, str], GroupStatus] = {}
     durations: dict[tuple[str, str, str], list[float]] = {}
@@ -154,7 +155,7 @@ def sweep_status(storage: Storage, sweep: str, *, failed: bool = False, now: flo
         key = (cell.dataset.name, cell.student.label, cell.method)
         group = groups.setdefault(key, GroupStatus(*key))
         i = cell.cell_id
-        states[i] = _state(i, done, set(last) - stale, failures, stale)
+        states[i] = _state(i, done, fresh, failures, stale)
         setattr(group, states[i], getattr(group, states[i]) + 1)
         if i in seconds:
             durations.setdefault(key, []).append(seconds[i])
