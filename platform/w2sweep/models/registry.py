@@ -3,6 +3,7 @@ download, no weights loaded, so a config is checked in milliseconds before any c
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,8 +82,37 @@ def model_kind(ref: str) -> str:
     )
 
 
+# What a local model directory must hold for `load_classifier` (transformers' from_pretrained of the
+# model and of its tokenizer): (what, file name patterns, any of which will do).
+_LOCAL_PARTS = (
+    ("config.json", ("config.json",)),
+    ("weights", ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "tf_model.h5",
+                 "flax_model.msgpack")),
+    ("tokenizer files", ("tokenizer.json", "vocab.txt", "vocab.json", "*.model", "*.tiktoken")),
+)
+
+
+def local_directory_problem(path: Path) -> str | None:
+    """What a local model directory lacks to load (config.json, weights, tokenizer files), as one
+    line; None when it has them all."""
+    names = [p.name for p in path.iterdir() if p.is_file()]
+    if not names:
+        return f"local model directory {str(path)!r} is empty; save a model there with save_pretrained"
+    missing = [f"{what} ({', '.join(patterns)})" for what, patterns in _LOCAL_PARTS
+               if not any(fnmatch.fnmatch(n, pattern) for n in names for pattern in patterns)]
+    if not missing:
+        return None
+    return (f"local model directory {str(path)!r} has no {'; no '.join(missing)}; save the model and its "
+            "tokenizer there with save_pretrained")
+
+
 def check_model_reference(ref: str) -> None:
-    model_kind(ref)
+    """Raise ModelError (one line) unless `ref` names a model this machine can load or fetch: a
+    local directory must hold a config, weights and tokenizer files (`local_directory_problem`)."""
+    if model_kind(ref) == "local":
+        problem = local_directory_problem(Path(ref).expanduser())
+        if problem is not None:
+            raise ModelError(problem)
 
 
 def num_params(ref: str) -> float | None:

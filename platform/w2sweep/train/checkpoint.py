@@ -5,6 +5,12 @@ the stages before it, the numpy generator's state and the `Progress` counters), 
 (``plain_loop.pt``, or the DeepSpeed checkpoint tagged ``deepspeed``), each rank's torch generator
 state, and where kept the best weights (``best.pt``) and the weights the stage started from
 (``stage_start.pt``).
+
+Nothing is unpickled: ``loop.json`` is JSON (the numpy generator's state is plain ints), and every
+``.pt`` file holds tensors, dicts, lists, numbers and strings only and is read with
+``torch.load(weights_only=True)``, so a file planted in the checkpoint location raises instead of
+running code. DeepSpeed's own loader (multi-worker cells) does unpickle: see the README's "What
+happens when things fail".
 """
 
 from __future__ import annotations

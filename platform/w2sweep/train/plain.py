@@ -75,12 +75,15 @@ class PlainLoop:
 
     def save(self, directory: Path):
         # In bf16 the model's state holds rounded weights; the fp32 masters are what training resumes from.
+        # Tensors, dicts, lists and numbers only: `load` unpickles nothing else (weights_only).
         torch.save(dict(model=self.model.state_dict(), masters=self.weights() if self.fp32 else None,
                         optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict()),
                    directory / "plain_loop.pt")
 
     def load(self, directory: Path):
-        state = torch.load(directory / "plain_loop.pt", map_location=model_device(self.model), weights_only=False)
+        # weights_only: a checkpoint is read back from the sweep's storage, and whoever can write there
+        # must not get to run code in this process (a full unpickler would call what the file names).
+        state = torch.load(directory / "plain_loop.pt", map_location=model_device(self.model), weights_only=True)
         self.model.load_state_dict(state["model"])
         if state["masters"] is not None:
             with torch.no_grad():
