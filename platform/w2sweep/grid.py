@@ -15,14 +15,12 @@ from dataclasses import KW_ONLY, asdict, dataclass, field
 from pydantic import ValidationError
 
 from w2sweep import costs, layout
-from w2sweep.config import (ConfigError, Costs, DatasetSpec, MethodOptions, ModelSpec, Resources, SweepConfig,
-                            error_line)
+from w2sweep.config import ConfigError, Costs, DatasetSpec, ModelSpec, Resources, SweepConfig, error_line
 from w2sweep.config_checks import local_storage_problem
 from w2sweep.data import dataset_problem, pools_for, resolve_dataset
 from w2sweep.features import ensure_features, features_key, uses_features
 from w2sweep.features import object_key as features_object_key
-from w2sweep.losses import loss_defaults
-from w2sweep.methods import CEILING, Method, Stage, parse_method
+from w2sweep.methods import CEILING, Method, Stage, budget_splits, method_options_for, parse_method
 from w2sweep.models import ModelError, TrainSettings, check_model_reference, resolve_settings
 from w2sweep.prompting import is_encoder
 from w2sweep.results import NO_WEAK_SUPERVISOR, RESULT_SCHEMA_VERSION
@@ -60,7 +58,8 @@ class Cell:
 
     The fields before `_` are the cell's identity: `canonical()` hashes them into `cell_id`.
     `n_weak`/`n_oracle` are already costed; `weak_supervisor` is None when the dataset brings its own
-    weak-label column, and for a ceiling (it reads no weak labels); `options` holds the method options the method reads (`method_options_for`).
+    weak-label column, and for a ceiling (it reads no weak labels); `options` holds the method options
+    the method reads (`method_options_for`).
     The fields after `_` follow from the identity and the sweep's resources; they travel in the
     cell's JSON beside it, so a trial reads them instead of deriving them again."""
 
@@ -185,37 +184,6 @@ def resolve_cell(sweep: str, dataset: DatasetSpec, weak_supervisor: ModelSpec | 
                                for kind, key in needs])
 
 
-def method_options_for(method: Method, options: MethodOptions) -> dict:
-    """The method options `method` reads, resolved against their defaults (JSON-able): ``fewshot_k``
-    for a trained +fewshot method, and ``losses: {loss: {option: value}}`` for the losses of its
-    stages that have options. Options the method does not read stay out, so they do not change its
-    cell ids."""
-    resolved = {}
-    if method.fewshot and method.train:
-        resolved["fewshot_k"] = options.fewshot_k
-    losses = {loss: {**loss_defaults(loss), **options.loss_options.get(loss, {})}
-              for loss in sorted(method.losses) if loss_defaults(loss)}
-    if losses:
-        resolved["losses"] = losses
-    return resolved
-
-
-def _splits(config: SweepConfig, method: str):
-    """(spending_fraction or None, n_weak, n_oracle) for each budget split a method is run on."""
-    fixed = parse_method(method).fixed_fraction
-    c = dict(c_weak=config.costs.c_weak, c_oracle=config.costs.c_oracle)
-    fractions = [] if not config.spending_fractions else [fixed] if fixed is not None else config.spending_fractions
-    for budget in config.budgets:
-        for f in fractions:
-            yield budget, f, *costs.label_counts(budget, f, **c)
-    sources = parse_method(method).label_sources
-    for n_weak, n_oracle in config.pairs:
-        # A pair buys labels of both kinds; a one-source method would leave some unread.
-        if (n_weak and "weak" not in sources) or (n_oracle and "oracle" not in sources):
-            continue
-        yield costs.label_cost(n_weak, n_oracle, **c), None, n_weak, n_oracle
-
-
 def expand_cells(config: SweepConfig) -> list[Cell]:
     """Every cell of the grid, resolved and deduplicated (a one-source method runs once per budget,
     not per f). Datasets are resolved first (`w2sweep.data.resolve_dataset`): ids hash resolved specs.
@@ -240,7 +208,7 @@ def expand_cells(config: SweepConfig) -> list[Cell]:
                     if not parse_method(method).train and is_encoder(student.model):
                         continue
                     options = method_options_for(parse_method(method), config.method_options)
-                    for budget, f, n_weak, n_oracle in _splits(config, method):
+                    for budget, f, n_weak, n_oracle in budget_splits(config, method):
                         for seed in config.seeds:
                             cell = resolve_cell(config.name, dataset, weak, student, method, budget, f,
                                                 n_weak, n_oracle, seed, options=options, **common)
