@@ -15,7 +15,9 @@ PINNED = {
     ("tiny-student", "seq-sft+fewshot", 16.0, 1.0, 3): ("e22ae71014be0b39", "c374809b055c05bc", None),
     ("tiny-student", "seq-sft+logconf", 16.0, 0.0, 0): ("1c38595d70e2b5da", "bbc657b67052faa7", None),
     ("tiny-head", "seq-sft", 16.0, 0.5, 3): ("21d0145bbdf34f60", "c374809b055c05bc", "644e6d6aac73a113"),
-    ("tiny-student", "ceiling", 350.0, 1.0, 0): ("0dfe14cc9489690e", "bbc657b67052faa7", None),
+    # Changed on purpose: the ceiling reads no weak labels and runs once per (dataset, student, seed),
+    # with no weak supervisor in its identity and no weak-label key (was "0dfe14cc9489690e", "bbc657b67052faa7").
+    ("tiny-student", "ceiling", 350.0, 1.0, 0): ("a4655e8353fe6cd7", None, None),
 }
 
 

@@ -450,6 +450,55 @@ def test_pgr_ceiling_is_per_dataset_weak_supervisor_and_student():
     assert math.isnan(pgr_of(p, method="seq-sft", student="other")["pgr"])
 
 
+def shared_ceiling_rows() -> list:
+    """Two weak supervisors of one (dataset, student), each with a seq-sft point at two seeds, and one
+    ceiling per seed run once for both (weak_supervisor "none", no weak accuracy): what a sweep with
+    2 weak supervisors and `ceiling: true` stores."""
+    rows = []
+    for weak, acc, floor in (("weak-a", 0.70, 0.55), ("weak-b", 0.62, 0.60)):
+        rows += [row(acc + 0.01 * s, weak_supervisor=weak, weak_accuracy=floor + 0.01 * s, seed=s,
+                     cell_id=f"{weak}-{s}") for s in (0, 1)]
+    rows += [row(0.90 + 0.01 * s, method="ceiling", budget=100.0, fraction=1.0, seed=s, weak_supervisor="none",
+                 weak_accuracy=nan, cell_id=f"ceiling-{s}") for s in (0, 1)]
+    return rows
+
+
+def test_a_ceiling_run_once_per_dataset_and_student_is_every_weak_supervisors_ceiling():
+    agg = aggregate(table(*shared_ceiling_rows()))
+    for weak, acc, floor in (("weak-a", 0.705, 0.555), ("weak-b", 0.625, 0.605)):
+        point = pgr_of(agg.pgr, method="seq-sft", weak_supervisor=weak)
+        assert (point["ceiling_accuracy"], point["ceiling_source"]) == (pytest.approx(0.905), "ceiling")
+        assert point["pgr"] == pytest.approx((acc - floor) / (0.905 - floor))
+        # The ceiling's own point sits in each weak supervisor's tables, with that supervisor's floor.
+        own = pgr_of(agg.pgr, method="ceiling", weak_supervisor=weak)
+        assert (own["weak_accuracy_mean"], own["pgr"]) == (pytest.approx(floor), pytest.approx(1.0))
+        frontier = only(agg.frontier, method=ALL_METHODS, weak_supervisor=weak)
+        assert "ceiling" in set(frontier["source_method"])
+    assert set(agg.curves["weak_supervisor"]) == {"weak-a", "weak-b"}  # no group of its own
+    assert agg.no_signal.empty
+
+
+def test_older_ceilings_run_per_weak_supervisor_still_join_on_their_triple():
+    rows = [r for r in shared_ceiling_rows() if r["method"] != "ceiling"]
+    rows += [row(0.95, method="ceiling", budget=100.0, fraction=1.0, weak_supervisor="weak-a", cell_id="old-a"),
+             row(0.85, method="ceiling", budget=100.0, fraction=1.0, weak_supervisor="weak-b", cell_id="old-b")]
+    p = aggregate(table(*rows)).pgr
+    assert pgr_of(p, method="seq-sft", weak_supervisor="weak-a")["ceiling_accuracy"] == pytest.approx(0.95)
+    assert pgr_of(p, method="seq-sft", weak_supervisor="weak-b")["ceiling_accuracy"] == pytest.approx(0.85)
+    # A triple with a ceiling of its own keeps it; a shared one fills only the triples without.
+    mixed = aggregate(table(*rows[:-1], *(r for r in shared_ceiling_rows() if r["method"] == "ceiling"))).pgr
+    assert pgr_of(mixed, method="seq-sft", weak_supervisor="weak-a")["ceiling_accuracy"] == pytest.approx(0.95)
+    assert pgr_of(mixed, method="seq-sft", weak_supervisor="weak-b")["ceiling_accuracy"] == pytest.approx(0.905)
+    assert len(only(mixed, method="ceiling", weak_supervisor="weak-a")) == 1  # not averaged with the shared one
+
+
+def test_a_shared_ceiling_alone_stays_under_no_weak_supervisor():
+    ceiling = [r for r in shared_ceiling_rows() if r["method"] == "ceiling"]
+    agg = aggregate(table(*ceiling))
+    point = pgr_of(agg.pgr, method="ceiling")
+    assert point["weak_supervisor"] == "none" and point["reason"] == "no weak accuracy"
+
+
 # ---- re-costing -----------------------------------------------------------------------------------
 
 # Budget 10 at c_weak 0.1: every fraction costs 10 label units (100 weak; 50 weak + 5 oracle; 10

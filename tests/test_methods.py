@@ -140,6 +140,41 @@ def test_ceiling_is_one_whole_pool_cell_per_model_pair_and_seed(tmp_path):
         tmp_path, methods=["seq-sft", "sft-oracle"], budgets=[4, 10], spending_fractions=[0, 0.5, 1], seeds=[0, 1])))
 
 
+def test_ceiling_runs_once_per_dataset_student_and_seed_whatever_the_weak_supervisors(tmp_path):
+    """It reads no weak labels: one per weak supervisor would compute the same result again."""
+    config = small_config(tmp_path, methods=["seq-sft"], seeds=[0, 1], ceiling=True,
+                          weak_supervisors=[dict(model="tiny-bert", name="weak-a", epochs=1),
+                                            dict(model="tiny-bert", name="weak-b", epochs=2)],
+                          students=[dict(model="tiny-bert", name="s1", epochs=1, max_length=48),
+                                    dict(model="tiny-bert", name="s2", epochs=2, max_length=48)])
+    grid = expand_cells(config)
+    ceilings = [c for c in grid if c.method == "ceiling"]
+    assert sorted((c.student.label, c.seed) for c in ceilings) == [("s1", 0), ("s1", 1), ("s2", 0), ("s2", 1)]
+    for c in ceilings:
+        assert c.weak_supervisor is None and c.weak_name == "none" and c.weak_key is None
+        assert c.prerequisites == [] and c.n_oracle == len(pools_for(c.dataset, c.seed).oracle)
+        assert Cell.from_json(c.to_json()) == c
+    assert {c.weak_name for c in grid if c.method != "ceiling"} == {"weak-a", "weak-b"}
+
+
+def test_a_ceiling_runs_with_no_weak_labels_stored(tmp_path, spy, monkeypatch):
+    """No weak supervisor is trained for it, and none of its labels is read."""
+    config = small_config(tmp_path, methods=["sft-oracle"], ceiling=True)
+    storage = Storage.from_uri(config.storage)
+    (cell,) = [c for c in expand_cells(config) if c.method == "ceiling"]
+
+    def no_weak_labels(*args, **kwargs):
+        raise AssertionError("the ceiling read or computed weak labels")
+
+    monkeypatch.setattr(cells_module, "load_weak_labels", no_weak_labels)
+    monkeypatch.setattr("w2sweep.weak.train_weak_supervisor", no_weak_labels)
+    result = run_cell(cell, storage)
+    assert (result.method, result.weak_supervisor, result.n_weak) == ("ceiling", "none", 0)
+    assert np.isnan(result.weak_accuracy) and 0 <= result.accuracy <= 1
+    assert len(spy) == 1 and spy[0]["texts"] == pools_for(cell.dataset, 0).oracle.texts
+    assert not list(tmp_path.rglob("*weak_labels*")) and storage.exists(cell.result_key)
+
+
 # ---- end to end, per method ------------------------------------------------------------------------
 
 

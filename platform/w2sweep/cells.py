@@ -5,6 +5,7 @@ resolved from there (method stages, settings, keys, GPUs), and nothing here deri
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ class StageData:
     index: np.ndarray  # [n - k] positions of the training examples in that pool
 
 
-def _stage_data(source: str, n: int, pools: Pools, weak: WeakLabels, *, num_shots: int = 0,
+def _stage_data(source: str, n: int, pools: Pools, weak: WeakLabels | None, *, num_shots: int = 0,
                 order: np.ndarray | None = None) -> StageData:
     """The n examples a stage reading `source` buys, split into shots and training examples.
 
@@ -67,7 +68,7 @@ def _show(prefix: str, texts: list[str], fewshot: bool) -> list[str]:
     return [prompt_text(prefix, t) for t in texts] if fewshot else texts
 
 
-def _train_and_score(cell: Cell, pools: Pools, weak: WeakLabels, features: dict[str, np.ndarray] | None,
+def _train_and_score(cell: Cell, pools: Pools, weak: WeakLabels | None, features: dict[str, np.ndarray] | None,
                      hooks: TrainHooks | None = None) -> np.ndarray:
     """Fine-tune the student through the method's stages; P(label=1) on the test pool, shape [N].
 
@@ -159,7 +160,8 @@ def run_cell(cell: Cell, storage: Storage, *, claims: KeyClaims = NoClaims(),
     ensure_prerequisites(cell, storage, claims, warm_up)  # before `start`: wall_seconds is the cell's own
     start = time.monotonic()
     pools = pools_for(cell.dataset, cell.seed)
-    weak = load_weak_labels(storage, cell.sweep, cell.weak_key)
+    # The ceiling reads no weak labels (no weak_key): none are trained or read for it.
+    weak = None if cell.weak_key is None else load_weak_labels(storage, cell.sweep, cell.weak_key)
     if cell.recipe.train:
         features = None
         if cell.features_key is not None:
@@ -180,7 +182,7 @@ def run_cell(cell: Cell, storage: Storage, *, claims: KeyClaims = NoClaims(),
         n_weak=cell.n_weak, n_oracle=cell.n_oracle, label_cost=cell.label_cost,
         c_weak=cell.costs.c_weak, c_oracle=cell.costs.c_oracle,
         accuracy=m["accuracy"], accuracy_ci=m["accuracy_ci"], auroc=m["auroc"], auroc_ci=m["auroc_ci"],
-        weak_accuracy=weak.test_accuracy, num_test=len(pools.test), wall_seconds=wall_seconds,
+        weak_accuracy=math.nan if weak is None else weak.test_accuracy, num_test=len(pools.test), wall_seconds=wall_seconds,
         num_gpus=cell.num_gpus, gpu_seconds=cell.num_gpus * wall_seconds,
         test_label1_share=pools.test_label1_share, config=cell.canonical(),
     )

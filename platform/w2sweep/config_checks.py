@@ -167,7 +167,7 @@ def count_cells(config) -> int:
         method = parse_method(name)
         fractions = 1 if method.fixed_fraction is not None else len(config.spending_fractions)
         per_student += len(config.budgets) * (fractions if config.spending_fractions else 0)
-        # a one-source method runs the pairs that buy only its source (`w2sweep.grid._splits`)
+        # a one-source method runs the pairs that buy only its source (`w2sweep.methods.budget_splits`)
         per_student += by_sources.get(method.label_sources, len(config.pairs))
     ceiling = 1 if config.ceiling or CEILING in config.methods else 0
     return weaks * len(config.students) * (per_student + ceiling) * len(config.seeds)

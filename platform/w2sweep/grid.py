@@ -15,17 +15,15 @@ from dataclasses import KW_ONLY, asdict, dataclass, field
 from pydantic import ValidationError
 
 from w2sweep import costs, layout
-from w2sweep.config import (ConfigError, Costs, DatasetSpec, MethodOptions, ModelSpec, Resources, SweepConfig,
-                            error_line)
+from w2sweep.config import ConfigError, Costs, DatasetSpec, ModelSpec, Resources, SweepConfig, error_line
 from w2sweep.config_checks import local_storage_problem
 from w2sweep.data import dataset_problem, pools_for, resolve_dataset
 from w2sweep.features import ensure_features, features_key, uses_features
 from w2sweep.features import object_key as features_object_key
-from w2sweep.losses import loss_defaults
-from w2sweep.methods import CEILING, Method, Stage, parse_method
+from w2sweep.methods import CEILING, Method, Stage, budget_splits, method_options_for, parse_method
 from w2sweep.models import ModelError, TrainSettings, check_model_reference, resolve_settings
 from w2sweep.prompting import is_encoder
-from w2sweep.results import RESULT_SCHEMA_VERSION
+from w2sweep.results import NO_WEAK_SUPERVISOR, RESULT_SCHEMA_VERSION
 from w2sweep.storage import Storage
 from w2sweep.weak import ensure_weak_labels, weak_labels_key, weak_source_name
 from w2sweep.weak import object_key as weak_object_key
@@ -60,7 +58,8 @@ class Cell:
 
     The fields before `_` are the cell's identity: `canonical()` hashes them into `cell_id`.
     `n_weak`/`n_oracle` are already costed; `weak_supervisor` is None when the dataset brings its own
-    weak-label column; `options` holds the method options the method reads (`method_options_for`).
+    weak-label column, and for a ceiling (it reads no weak labels); `options` holds the method options
+    the method reads (`method_options_for`).
     The fields after `_` follow from the identity and the sweep's resources; they travel in the
     cell's JSON beside it, so a trial reads them instead of deriving them again."""
 
@@ -80,7 +79,7 @@ class Cell:
     cell_id: str
     recipe: Method  # `method` parsed into its stages
     settings: TrainSettings  # the student's, defaults overlaid with the config's
-    weak_key: str  # content key of the weak labels the cell reads
+    weak_key: str | None  # content key of the weak labels the cell reads; None: it reads none (the ceiling)
     features_key: str | None  # content key of a head-only student's stored features; None: it runs its body
     result_key: str  # where its result is stored (`layout.result`)
     num_gpus: float  # GPUs the cell holds while it trains: num_workers x gpus_per_worker
@@ -92,7 +91,10 @@ class Cell:
 
     @property
     def weak_name(self) -> str:
-        """How results call the source of the weak labels: the supervisor, or ``column:<name>``."""
+        """How results call the source of the weak labels: the supervisor, ``column:<name>``, or for the
+        ceiling, which reads none, NO_WEAK_SUPERVISOR (the frontier joins it to every weak supervisor)."""
+        if self.method == CEILING:
+            return NO_WEAK_SUPERVISOR
         return weak_source_name(self.dataset, self.weak_supervisor)
 
     @property
@@ -161,17 +163,18 @@ def resolve_cell(sweep: str, dataset: DatasetSpec, weak_supervisor: ModelSpec | 
                  seed: int, costs: Costs, options: dict | None = None, *,
                  resources: Resources = Resources()) -> Cell:
     """The cell of these identity fields, with everything that follows from them computed once; the
-    sweep's `resources` are what a student without its own per-worker GPUs holds."""
+    sweep's `resources` are what a student without its own per-worker GPUs holds. The ceiling reads
+    no weak labels: it gets no weak-label key, so it waits for no weak supervisor to train."""
     identity = dict(dataset=dataset, weak_supervisor=weak_supervisor, student=student,
                     method=method, budget=budget, spending_fraction=spending_fraction, n_weak=n_weak,
                     n_oracle=n_oracle, seed=seed, costs=costs, options=options or {})
     cell_id = content_hash(_canonical(**identity))
     recipe, settings = parse_method(method), resolve_settings(student)
-    weak_key = weak_labels_key(dataset, weak_supervisor, seed)
+    weak_key = None if method == CEILING else weak_labels_key(dataset, weak_supervisor, seed)
     feats = None
     if uses_features(student.mode, train=recipe.train, fewshot=recipe.fewshot):
         feats = features_key(dataset, student, seed, max_length=settings.max_length)
-    needs = [(WEAK_LABELS, weak_object_key(sweep, weak_key))]
+    needs = [] if weak_key is None else [(WEAK_LABELS, weak_object_key(sweep, weak_key))]
     if feats is not None:
         needs.append((FEATURES, features_object_key(sweep, feats)))
     return Cell(sweep, **identity, cell_id=cell_id, recipe=recipe, settings=settings, weak_key=weak_key,
@@ -181,45 +184,14 @@ def resolve_cell(sweep: str, dataset: DatasetSpec, weak_supervisor: ModelSpec | 
                                for kind, key in needs])
 
 
-def method_options_for(method: Method, options: MethodOptions) -> dict:
-    """The method options `method` reads, resolved against their defaults (JSON-able): ``fewshot_k``
-    for a trained +fewshot method, and ``losses: {loss: {option: value}}`` for the losses of its
-    stages that have options. Options the method does not read stay out, so they do not change its
-    cell ids."""
-    resolved = {}
-    if method.fewshot and method.train:
-        resolved["fewshot_k"] = options.fewshot_k
-    losses = {loss: {**loss_defaults(loss), **options.loss_options.get(loss, {})}
-              for loss in sorted(method.losses) if loss_defaults(loss)}
-    if losses:
-        resolved["losses"] = losses
-    return resolved
-
-
-def _splits(config: SweepConfig, method: str):
-    """(spending_fraction or None, n_weak, n_oracle) for each budget split a method is run on."""
-    fixed = parse_method(method).fixed_fraction
-    c = dict(c_weak=config.costs.c_weak, c_oracle=config.costs.c_oracle)
-    fractions = [] if not config.spending_fractions else [fixed] if fixed is not None else config.spending_fractions
-    for budget in config.budgets:
-        for f in fractions:
-            yield budget, f, *costs.label_counts(budget, f, **c)
-    sources = parse_method(method).label_sources
-    for n_weak, n_oracle in config.pairs:
-        # A pair buys labels of both kinds; a one-source method would leave some unread.
-        if (n_weak and "weak" not in sources) or (n_oracle and "oracle" not in sources):
-            continue
-        yield costs.label_cost(n_weak, n_oracle, **c), None, n_weak, n_oracle
-
-
 def expand_cells(config: SweepConfig) -> list[Cell]:
     """Every cell of the grid, resolved and deduplicated (a one-source method runs once per budget,
     not per f). Datasets are resolved first (`w2sweep.data.resolve_dataset`): ids hash resolved specs.
 
     A dataset with its own weak-label column gets no weak supervisor axis (weak_supervisor None).
     fewshot-prompt cells are made only for students that can be prompted (not known encoders).
-    With `config.ceiling` (or method "ceiling"), each dataset x weak x student x seed also gets one
-    ceiling cell: sft-oracle on its whole oracle pool, whatever the budgets."""
+    With `config.ceiling` (or method "ceiling"), each dataset x student x seed also gets one ceiling
+    cell (`_ceiling_cells`)."""
     config = _resolved(config)
     cells: dict[str, Cell] = {}
     methods = [m for m in config.methods if m != CEILING]
@@ -236,19 +208,25 @@ def expand_cells(config: SweepConfig) -> list[Cell]:
                     if not parse_method(method).train and is_encoder(student.model):
                         continue
                     options = method_options_for(parse_method(method), config.method_options)
-                    for budget, f, n_weak, n_oracle in _splits(config, method):
+                    for budget, f, n_weak, n_oracle in budget_splits(config, method):
                         for seed in config.seeds:
                             cell = resolve_cell(config.name, dataset, weak, student, method, budget, f,
                                                 n_weak, n_oracle, seed, options=options, **common)
                             cells.setdefault(cell.cell_id, cell)
-                if config.ceiling or CEILING in config.methods:
-                    n_oracle = len(pools_for(dataset, config.seeds[0]).oracle)  # pool sizes do not depend on the seed
-                    cost = costs.label_cost(0, n_oracle, c_weak=config.costs.c_weak, c_oracle=config.costs.c_oracle)
-                    for seed in config.seeds:
-                        cell = resolve_cell(config.name, dataset, weak, student, CEILING, cost, 1.0, 0, n_oracle,
-                                            seed, **common)
-                        cells.setdefault(cell.cell_id, cell)
+        if config.ceiling or CEILING in config.methods:
+            cells.update((cell.cell_id, cell) for cell in _ceiling_cells(config, dataset))
     return list(cells.values())
+
+
+def _ceiling_cells(config: SweepConfig, dataset: DatasetSpec) -> list[Cell]:
+    """The ceiling cells of `dataset`: sft-oracle on its whole oracle pool, whatever the budgets, one
+    per student x seed. The ceiling reads no weak labels, so one per weak supervisor would compute the
+    same result again: it has none (weak_supervisor None), and the frontier joins it to every one."""
+    n_oracle = len(pools_for(dataset, config.seeds[0]).oracle)  # pool sizes do not depend on the seed
+    cost = costs.label_cost(0, n_oracle, c_weak=config.costs.c_weak, c_oracle=config.costs.c_oracle)
+    return [resolve_cell(config.name, dataset, None, student, CEILING, cost, 1.0, 0, n_oracle, seed,
+                         costs=config.costs, resources=config.resources)
+            for student in config.students for seed in config.seeds]
 
 
 def _resolved(config: SweepConfig) -> SweepConfig:

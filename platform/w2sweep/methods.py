@@ -30,7 +30,8 @@ import functools
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from w2sweep.losses import LOSSES
+from w2sweep import costs
+from w2sweep.losses import LOSSES, loss_defaults
 
 Source = Literal["weak", "oracle"]
 
@@ -151,3 +152,38 @@ def parse_method(name: str) -> Method:
 
 def canonical_name(name: str) -> str:
     return parse_method(name).name
+
+
+# ---- what a method runs on in a grid (`w2sweep.grid.expand_cells`) ---------------------------------
+
+def method_options_for(method: Method, options) -> dict:
+    """The method options `method` reads from `options` (the config's MethodOptions), resolved against
+    their defaults (JSON-able): ``fewshot_k`` for a trained +fewshot method, and ``losses: {loss:
+    {option: value}}`` for the losses of its stages that have options. Options the method does not
+    read stay out, so they do not change its cell ids."""
+    resolved = {}
+    if method.fewshot and method.train:
+        resolved["fewshot_k"] = options.fewshot_k
+    losses = {loss: {**loss_defaults(loss), **options.loss_options.get(loss, {})}
+              for loss in sorted(method.losses) if loss_defaults(loss)}
+    if losses:
+        resolved["losses"] = losses
+    return resolved
+
+
+def budget_splits(config, method: str):
+    """(budget, spending_fraction or None, n_weak, n_oracle) for each budget split of `config` (a
+    SweepConfig) that `method` is run on: a one-source method spends each budget at its fixed
+    fraction only, and runs only the pairs that buy labels of its sources."""
+    fixed = parse_method(method).fixed_fraction
+    c = dict(c_weak=config.costs.c_weak, c_oracle=config.costs.c_oracle)
+    fractions = [] if not config.spending_fractions else [fixed] if fixed is not None else config.spending_fractions
+    for budget in config.budgets:
+        for f in fractions:
+            yield budget, f, *costs.label_counts(budget, f, **c)
+    sources = parse_method(method).label_sources
+    for n_weak, n_oracle in config.pairs:
+        # A pair buys labels of both kinds; a one-source method would leave some unread.
+        if (n_weak and "weak" not in sources) or (n_oracle and "oracle" not in sources):
+            continue
+        yield costs.label_cost(n_weak, n_oracle, **c), None, n_weak, n_oracle

@@ -24,6 +24,9 @@ PREDICTION_COLUMNS = ("example_id", "gold", "p")  # position in the test pool, g
 # Bump when the meaning of a field changes: it is part of every cell id, so old results are not
 # mistaken for new ones.
 RESULT_SCHEMA_VERSION = 1
+# The weak_supervisor of a ceiling result: the ceiling reads no weak labels and runs once per
+# (dataset, student, seed); the frontier joins it to every weak supervisor of that dataset and student.
+NO_WEAK_SUPERVISOR = "none"
 # The fields a stored result must have to enter the table; the rest (CellResult's other fields, and
 # fields older results lack) are optional to the reader.
 REQUIRED_FIELDS = ("dataset", "weak_supervisor", "student", "method", "budget", "spending_fraction",

@@ -1,5 +1,6 @@
 """Performance gap recovered, with an interval, and the "no signal" diagnostic: both read off the
-ceiling of each (dataset, weak supervisor, student) in the curves of `w2sweep.frontier.tables`.
+ceiling of each (dataset, weak supervisor, student) in the curves of `w2sweep.frontier.tables`, and
+the join that gives every weak supervisor of a (dataset, student) its shared ceiling (`with_shared_ceilings`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,41 @@ import pandas as pd
 
 from w2sweep.frontier.regimes import CEILING_METHOD, ORACLE_METHOD
 from w2sweep.frontier.stats import CHANCE_AUROC
-from w2sweep.frontier.tables import EPS, GROUP, MODELS
+from w2sweep.frontier.tables import EPS, GROUP, MODELS, numeric
+from w2sweep.results import NO_WEAK_SUPERVISOR
 
 CEILING_COLUMNS = ["accuracy_mean", "accuracy_ci_low", "accuracy_ci_high", "auroc_mean", "auroc_ci_low",
                    "auroc_ci_high"]
+
+
+def with_shared_ceilings(rows: pd.DataFrame) -> pd.DataFrame:
+    """Result rows with each shared ceiling row (method "ceiling", weak_supervisor NO_WEAK_SUPERVISOR:
+    run once per dataset x student x seed, since it reads no weak labels) copied into every weak
+    supervisor that dataset and student have other results of, so that PGR, frontiers and tables see
+    it in each (dataset, weak supervisor, student) as when it ran once per weak supervisor. A copy
+    takes the weak accuracy of its weak supervisor at its seed (the floor of that triple).
+
+    A triple that has ceiling rows of its own (an older sweep's, run per weak supervisor) keeps those
+    and gets no copy. A shared ceiling that no triple takes (no other results of its dataset and
+    student yet) stays as it is, under NO_WEAK_SUPERVISOR."""
+    if rows.empty:
+        return rows
+    shared = (rows["method"] == CEILING_METHOD) & (rows["weak_supervisor"] == NO_WEAK_SUPERVISOR)
+    if not shared.any():
+        return rows
+    others, ceiling = rows[~shared], rows[shared]
+    pair = ["dataset", "student"]
+    triples = others[MODELS].drop_duplicates()
+    own = others.loc[others["method"] == CEILING_METHOD, MODELS].drop_duplicates()
+    triples = triples.merge(own, on=MODELS, how="left", indicator=True)
+    triples = triples.loc[triples["_merge"] == "left_only", MODELS]
+    copies = ceiling.drop(columns="weak_supervisor").merge(triples, on=pair)
+    at = ["dataset", "weak_supervisor", "seed"]
+    floors = others[at].assign(weak_accuracy=numeric(others, "weak_accuracy")).groupby(
+        at, observed=True)["weak_accuracy"].first().reset_index()
+    copies = copies.drop(columns="weak_accuracy", errors="ignore").merge(floors, on=at, how="left")
+    alone = ceiling[~ceiling.set_index(pair).index.isin(triples.set_index(pair).index)]
+    return pd.concat([others, copies, alone], ignore_index=True)
 
 
 def ceilings(points: pd.DataFrame) -> pd.DataFrame:

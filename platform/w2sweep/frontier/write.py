@@ -18,7 +18,7 @@ from w2sweep.frontier.plots import plot_budget_table, plot_curves, plot_frontier
 from w2sweep.frontier.read import (Inputs, Results, default_gpus, inputs_digest, read_inputs, read_results,
                                    resolve_budgets, resolve_gpu_hour_price)
 from w2sweep.frontier import stats
-from w2sweep.frontier.gap import no_signal, pgr
+from w2sweep.frontier.gap import no_signal, pgr, with_shared_ceilings
 from w2sweep.frontier.regimes import regimes
 from w2sweep.frontier.tables import (AXES, DEFAULT_GPU_HOUR_PRICE, GROUP, MODELS, add_dataset_groups,
                                      budget_points, budget_table, curves, numeric, pareto_frontier, recost,
@@ -53,9 +53,11 @@ def aggregate(results: pd.DataFrame, *, tolerance: float = 0.01, axis: str = "la
     """curves -> frontier, regimes, budget table (on `metric`: "accuracy" or "auroc"), PGR and the
     no-signal diagnostic, with intervals at `confidence`. `predictions` ({cell_id: per-example
     predictions}) replace the result rows wherever a cell has them. `budgets` (label units) are the
-    budget table's rows; None: every budget a fraction cell was run at."""
+    budget table's rows; None: every budget a fraction cell was run at. A ceiling run once per
+    (dataset, student) enters every weak supervisor's tables (`gap.with_shared_ceilings`)."""
     stats.check_metric(metric)
     rows = stats.with_predictions(usable(results), predictions)  # once, for curves and regimes
+    rows = with_shared_ceilings(rows)  # a ceiling run once per (dataset, student) is every weak supervisor's
     # Categorical names: every groupby and merge below works on integer codes, not strings.
     rows = rows.astype({column: "category" for column in GROUP if column in rows})
     table = curves(rows, confidence=confidence, predictions=predictions)
