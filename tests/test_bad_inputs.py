@@ -141,6 +141,8 @@ ROWS = [
     Row("unknown_dataset_source", dataset(source="ftp"), "datasets.0.source: 'ftp'"),
     Row("budgets_not_a_list", cfg(budgets="many"), "budgets: 'many': Input should be a valid list"),
     Row("students_empty", cfg(students=[]), "students: list: List should have at least 1 item"),
+    Row("weak_supervisor_named_none", cfg(weak_supervisors=[dict(model="tiny-bert", name="none", epochs=2)]),
+        "weak supervisor name 'none' is reserved"),
     Row("grid_above_default_cell_limit", cfg(seeds=list(range(1000)), budgets=list(range(1, 1001))),
         "<top level>: the grid has 3,000,000 cells, above max_cells=100,000"),
     Row("grid_above_configured_max_cells", cfg(max_cells=5), "the grid has 6 cells, above max_cells=5"),

@@ -294,6 +294,9 @@ class SweepConfig(_Strict):
             labels = [s.name if isinstance(s, DatasetSpec) else s.label for s in specs]  # a dataset's `label` is a column
             if len(set(labels)) != len(labels):
                 raise ValueError(f"{kind} names must be unique; got {labels}")
+        if "none" in [w.label for w in self.weak_supervisors]:  # results.NO_WEAK_SUPERVISOR: the ceiling's
+            raise ValueError("weak supervisor name 'none' is reserved for cells without one (the ceiling); "
+                             "allowed: any other name")
         own = [d.name for d in self.datasets if d.weak_label is not None]
         if not self.weak_supervisors and len(own) < len(self.datasets):
             missing = next(d.name for d in self.datasets if d.weak_label is None)
