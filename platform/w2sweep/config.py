@@ -121,7 +121,8 @@ class ModelSpec(_Strict):
     lr: Annotated[float, Field(gt=0)] | None = None
     epochs: PositiveInt | None = None
     batch_size: PositiveInt | None = None
-    max_length: PositiveInt | None = None
+    # tokens a text is cut to; "auto": per dataset, the smallest length keeping 99% of texts whole (w2sweep.truncation)
+    max_length: PositiveInt | Literal["auto"] | None = None
     min_steps: Annotated[int, Field(ge=0)] | None = None  # optimizer steps at least, however few labels
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
     weight_decay: Annotated[float, Field(ge=0)] = 0.01
