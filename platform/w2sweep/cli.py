@@ -53,6 +53,10 @@ def _plan(path: str):
 
 def cmd_validate(args) -> int:
     config, cells = _plan(args.config)
+    from w2sweep.truncation import truncation_warnings
+
+    for line in truncation_warnings(config):  # texts max_length cuts: a warning, not an error
+        print(line, file=sys.stderr)
     print(f"{config.name}: {len(cells)} cells "
           f"({len(config.datasets)} datasets x {len(config.weak_supervisors)} weak supervisors x "
           f"{len(config.students)} students x {len(config.methods)} methods x budget splits x "
