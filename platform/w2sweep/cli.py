@@ -53,9 +53,10 @@ def _plan(path: str):
 
 def cmd_validate(args) -> int:
     config, cells = _plan(args.config)
-    from w2sweep.truncation import truncation_warnings
+    from w2sweep.truncation import truncation_report
 
-    for line in truncation_warnings(config):  # texts max_length cuts: a warning, not an error
+    notes, warnings = truncation_report(config)  # texts max_length cuts: a warning, not an error
+    for line in warnings:
         print(line, file=sys.stderr)
     print(f"{config.name}: {len(cells)} cells "
           f"({len(config.datasets)} datasets x {len(config.weak_supervisors)} weak supervisors x "
@@ -69,6 +70,8 @@ def cmd_validate(args) -> int:
     for (method, budget, f, n_weak, n_oracle, cost), count in order:
         f_text = "pair" if f is None else f"{f:g}"
         print(f"{method:<{width}} {budget:>8g} {f_text:>6} {n_weak:>7} {n_oracle:>8} {cost:>10g} {count:>6}")
+    for line in notes:
+        print(line)
     return 0
 
 

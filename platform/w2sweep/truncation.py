@@ -102,13 +102,15 @@ def resolve_auto(spec: ModelSpec, dataset: DatasetSpec) -> ModelSpec:
     return spec.model_copy(update=dict(max_length=length))
 
 
-def truncation_warnings(config) -> list[str]:
-    """One line per (dataset, model) whose `max_length` cuts more than `WARN_SHARE` of the dataset's
-    texts: what `w2sweep validate` prints on stderr. `config` is a resolved `SweepConfig`."""
-    lines, seen = [], set()
+def truncation_report(config) -> tuple[list[str], list[str]]:
+    """(notes, warnings) for `w2sweep validate`: a note per (dataset, model) whose ``max_length: auto``
+    was resolved (stdout), and a warning per (dataset, model) whose `max_length` cuts more than
+    `WARN_SHARE` of the dataset's texts (stderr). `config` is a resolved `SweepConfig`."""
+    notes, lines, seen = [], [], set()
     for dataset in config.datasets:
         weaks = [] if dataset.weak_label is not None else config.weak_supervisors
         for role, spec in [("weak supervisor", w) for w in weaks] + [("student", s) for s in config.students]:
+            auto = spec.max_length == "auto"
             spec = resolve_auto(spec, dataset)
             max_length = resolve_settings(spec).max_length
             key = (dataset.name, role, spec.label, max_length)
@@ -116,8 +118,11 @@ def truncation_warnings(config) -> list[str]:
                 continue
             seen.add(key)
             share = cut_share(token_lengths(dataset, spec), max_length)
+            if auto:
+                notes.append(f"max_length auto: dataset {dataset.name!r}, {role} {spec.label!r}: {max_length} "
+                             f"(cuts {share:.1%} of texts)")
             if share > WARN_SHARE:
                 lines.append(f"warning: dataset {dataset.name!r}, {role} {spec.label!r}: max_length {max_length} "
                              f"cuts {share:.1%} of texts (above {WARN_SHARE:.0%}); raise max_length or set "
                              "max_length: auto")
-    return lines
+    return notes, lines
