@@ -81,7 +81,7 @@ def check_prompts_fit(cells) -> list[str]:
     every prompt fits. Loads only tokenizers."""
     from w2sweep.config import error_line
     from w2sweep.data import pools_for
-    from w2sweep.models import load_tokenizer
+    from w2sweep.models import ModelError, load_tokenizer
     from w2sweep.truncation import tokenizer_ref
 
     failing = defaultdict(dict)  # split -> {seed: (cell, shots, tokens)} of the smallest failing budget
@@ -92,7 +92,11 @@ def check_prompts_fit(cells) -> list[str]:
             continue  # a smaller budget of this split and seed fails already
         ref = tokenizer_ref(cell.student)
         if ref not in tokenizers:
-            tokenizers[ref] = load_tokenizer(ref, trust_remote_code=cell.student.trust_remote_code)
+            try:
+                tokenizers[ref] = load_tokenizer(ref, trust_remote_code=cell.student.trust_remote_code)
+            except OSError as e:  # not cached offline: planning cannot say whether the shots fit
+                raise ModelError(f"cannot load the tokenizer {ref!r} to fit fewshot-prompt's shots: "
+                                 f"{str(e).splitlines()[0]}") from None
         fits, shots, tokens = _fits(cell, pools_for(cell.dataset, cell.seed), tokenizers[ref])
         if not fits:
             failing[split][cell.seed] = (cell, shots, tokens)

@@ -25,7 +25,7 @@ import numpy as np
 
 from w2sweep.config import DatasetSpec, ModelSpec
 from w2sweep.data import pools_for
-from w2sweep.models import TINY, default_tokenizer, model_kind, resolve_settings
+from w2sweep.models import TINY, ModelError, default_tokenizer, model_kind, resolve_settings
 
 AUTO_KEEP = 0.99  # max_length: auto keeps at least this share of texts whole
 WARN_SHARE = 0.05  # validate warns above this share of texts cut
@@ -44,7 +44,10 @@ def _lengths(dataset_json: str, ref: str, trust_remote_code: bool) -> np.ndarray
     dataset = DatasetSpec.model_validate(json.loads(dataset_json))
     pools = pools_for(dataset, 0)
     texts = [t for name in _POOLS for t in getattr(pools, name).texts]
-    tokenizer = load_tokenizer(ref, trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = load_tokenizer(ref, trust_remote_code=trust_remote_code)
+    except OSError as e:  # a hub tokenizer that is not cached offline, a broken local folder
+        raise ModelError(f"cannot load the tokenizer {ref!r} to measure texts: {str(e).splitlines()[0]}") from None
     ids = tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
     return np.array([len(i) for i in ids], dtype=np.int64)
 
@@ -117,7 +120,11 @@ def truncation_report(config) -> tuple[list[str], list[str]]:
             if key in seen:
                 continue
             seen.add(key)
-            share = cut_share(token_lengths(dataset, spec), max_length)
+            try:
+                share = cut_share(token_lengths(dataset, spec), max_length)
+            except ModelError as e:
+                lines.append(f"warning: dataset {dataset.name!r}, {role} {spec.label!r}: truncation not checked ({e})")
+                continue
             if auto:
                 notes.append(f"max_length auto: dataset {dataset.name!r}, {role} {spec.label!r}: {max_length} "
                              f"(cuts {share:.1%} of texts)")
