@@ -21,6 +21,7 @@ from w2sweep.models import load_classifier, load_kwargs
 from w2sweep.prerequisites import KeyClaims, NoClaims, ensure_prerequisites
 from w2sweep.prompting import fewshot_prefix, load_causal_lm, prompt_scores, prompt_text, warn_if_truncated
 from w2sweep.results import CellResult, write_predictions
+from w2sweep.shots import prompt_overflow, prompt_shots
 from w2sweep.storage import AlreadyExists, Storage
 from w2sweep.train import TokenizedTexts, TrainHooks, fine_tune, is_main_process, predict
 from w2sweep.weak import WeakLabels, load_weak_labels
@@ -118,20 +119,23 @@ def _train_and_score(cell: Cell, pools: Pools, weak: WeakLabels | None, features
 def _prompt_and_score(cell: Cell, pools: Pools, weak: WeakLabels) -> np.ndarray:
     """fewshot-prompt: every label the cell bought is a shot (weak-labelled shots from the weak-label
     pool, gold shots from the oracle pool), shuffled by the seed into one prompt to the causal-LM
-    student; P(label=1) on the test pool, shape [N], is sigmoid(logit("1") - logit("0"))."""
-    counts = {"weak": cell.n_weak, "oracle": cell.n_oracle}
-    settings = cell.settings
-    texts, labels = [], []
-    for stage in cell.recipe.stages:
-        data = _stage_data(stage.labels, counts[stage.labels], pools, weak, num_shots=counts[stage.labels])
-        texts += data.shot_texts
-        labels += list(data.shot_labels)
-    order = np.random.default_rng(cell.seed).permutation(len(texts))
-    prefix = fewshot_prefix([texts[i] for i in order], np.asarray(labels, dtype=np.float32)[order])
+    student; P(label=1) on the test pool, shape [N], is sigmoid(logit("1") - logit("0")).
+
+    The cell pays for every shot, so every shot must be in view: a prompt that `max_length` would cut
+    is refused (`w2sweep.shots`; `plan` refuses such configs before anything runs)."""
+    for source, n, pool in (("weak", cell.n_weak, pools.weak_label), ("oracle", cell.n_oracle, pools.oracle)):
+        if n > len(pool):
+            raise ValueError(f"a {source} stage needs {n} labels but its pool holds {len(pool)}")
+    texts, labels = prompt_shots(pools, cell.n_weak, cell.n_oracle, cell.seed, weak.weak_label)
+    prefix = fewshot_prefix(texts, labels)
     tokenizer, model = load_causal_lm(cell.student.model, seed=cell.seed, tokenizer_ref=cell.student.tokenizer,
                                       trust_remote_code=cell.student.trust_remote_code)
-    warn_if_truncated(tokenizer, prefix, max_length=settings.max_length, where=f"cell {cell.cell_id} ({cell.method})")
-    return prompt_scores(model, tokenizer, prefix, pools.test.texts, max_length=settings.max_length)
+    max_length = cell.settings.max_length
+    tokens, over = prompt_overflow(tokenizer, prefix, pools.test.texts, max_length)
+    if over:
+        raise ValueError(f"cell {cell.cell_id} ({cell.method}): {len(texts)} shots make a {tokens}-token prompt but "
+                         f"max_length is {max_length}: it would pay for shots the model never sees")
+    return prompt_scores(model, tokenizer, prefix, pools.test.texts, max_length=max_length)
 
 
 def warm_up(cell: Cell) -> None:

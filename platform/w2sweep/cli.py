@@ -65,6 +65,11 @@ def cmd_validate(args) -> int:
 
         if problems := cluster_file_problems(config, args.cluster):
             raise BadInput(problems)
+    from w2sweep.truncation import truncation_report
+
+    notes, warnings = truncation_report(config)  # texts max_length cuts: a warning, not an error
+    for line in warnings:
+        print(line, file=sys.stderr)
     print(f"{config.name}: {len(cells)} cells "
           f"({len(config.datasets)} datasets x {len(config.weak_supervisors)} weak supervisors x "
           f"{len(config.students)} students x {len(config.methods)} methods x budget splits x "
@@ -77,6 +82,8 @@ def cmd_validate(args) -> int:
     for (method, budget, f, n_weak, n_oracle, cost), count in order:
         f_text = "pair" if f is None else f"{f:g}"
         print(f"{method:<{width}} {budget:>8g} {f_text:>6} {n_weak:>7} {n_oracle:>8} {cost:>10g} {count:>6}")
+    for line in notes:
+        print(line)
     return 0
 
 

@@ -133,7 +133,8 @@ class ModelSpec(_Strict):
     lr: Real(gt=0, le=1) | None = None
     epochs: Steps | None = None
     batch_size: BatchSize | None = None
-    max_length: Int(gt=0, le=131_072) | None = None
+    # tokens a text is cut to; "auto": per dataset, the smallest length keeping 99% of texts whole (w2sweep.truncation)
+    max_length: Int(gt=0, le=131_072) | Literal["auto"] | None = None
     min_steps: Int(ge=0, le=10_000_000) | None = None  # optimizer steps at least, however few labels
     warmup_ratio: Real(ge=0, lt=1) = 0.1
     weight_decay: Real(ge=0, le=1) = 0.01

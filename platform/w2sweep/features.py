@@ -7,7 +7,8 @@ cell of that student then trains and scores its head on the stored vectors (`Fea
 `HeadOnFeatures`) instead of running the body at every step.
 
 The stored vector of an example is what the head reads: its input at the position the model pools
-(the pooled output of a BERT-style encoder; the last non-pad token's hidden state of a causal LM),
+(the pooled output of a BERT-style encoder, or a sentence-transformers checkpoint's own pooling, e.g.
+the mean over real tokens for minilm-l6; the last non-pad token's hidden state of a causal LM),
 taken in eval mode, so the head trains as a linear probe, without the body's dropout. Where a model's
 head is not one module applied to one pooled vector (RoBERTa's reads the first token itself,
 DistilBERT's is two modules), the stored object says so and its cells run the body as before: at
@@ -44,6 +45,11 @@ def features_key(dataset, student, seed: int, *, max_length: int) -> str:
     body = {name: getattr(student, name) for name in ("model", "tokenizer", "trust_remote_code")}
     blob = dict(dataset=dataset.canonical_dump(), body=body, max_length=max_length, seed=seed,
                 version=FEATURES_VERSION)
+    from w2sweep.models import planned_pooling
+
+    pooling = planned_pooling(student.model)
+    if pooling is not None:  # a sentence-transformers checkpoint: features from before its pooling differ
+        blob["pooling"] = pooling
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -123,7 +129,9 @@ def extract(model, examples, *, pad_token_id: int, batch_size: int = 64) -> tupl
                 batch = examples.batch(np.arange(start, min(start + batch_size, len(examples))), device)
                 logits = model(**batch).logits.float()
                 h = seen.pop("input")
-                if h.dim() == 3:
+                if h.dim() == 3 and h.shape[1] == 1:  # a pooled vector handed to a sequence head
+                    h = h[:, 0]
+                elif h.dim() == 3:
                     ids = batch["input_ids"]
                     positions = torch.arange(ids.shape[-1], device=ids.device)
                     last = (positions * (ids != pad_token_id)).argmax(-1)

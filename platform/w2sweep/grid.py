@@ -25,6 +25,8 @@ from w2sweep.models import ModelError, TrainSettings, check_model_reference, res
 from w2sweep.prompting import is_encoder
 from w2sweep.results import NO_WEAK_SUPERVISOR, RESULT_SCHEMA_VERSION
 from w2sweep.storage import Storage
+from w2sweep.shots import check_prompts_fit
+from w2sweep.truncation import resolve_auto
 from w2sweep.weak import ensure_weak_labels, weak_labels_key, weak_source_name
 from w2sweep.weak import object_key as weak_object_key
 
@@ -201,9 +203,10 @@ def expand_cells(config: SweepConfig) -> list[Cell]:
             warnings.warn(f"student {student.label!r} is an encoder: it gets no fewshot-prompt cells "
                           "(prompting needs a causal LM)", stacklevel=2)
     for dataset in config.datasets:
-        weaks = [None] if dataset.weak_label is not None else config.weak_supervisors
+        # max_length: auto becomes this dataset's length here, before any id is hashed (w2sweep.truncation)
+        weaks = [None] if dataset.weak_label is not None else [resolve_auto(w, dataset) for w in config.weak_supervisors]
         for weak in weaks:
-            for student in config.students:
+            for student in (resolve_auto(s, dataset) for s in config.students):
                 for method in methods:
                     if not parse_method(method).train and is_encoder(student.model):
                         continue
@@ -286,6 +289,9 @@ def plan(config: SweepConfig) -> tuple[SweepConfig, list[Cell]]:
     config = check_references(config)
     cells = expand_cells(config)
     check_capacity(config, cells)
+    problems = check_prompts_fit(cells)  # fewshot-prompt pays only for shots its student sees
+    if problems:
+        raise ConfigError(problems)
     return config, cells
 
 

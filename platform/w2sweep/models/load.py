@@ -4,6 +4,7 @@ left trainable. transformers and peft are imported inside the functions: importi
 from __future__ import annotations
 
 from w2sweep.models.fetch import fetch_packaged, resolve_path
+from w2sweep.models.pooling import checkpoint_pooling, drop_pooler, with_pooling
 from w2sweep.models.registry import TINY, ModelError, default_tokenizer, model_kind
 
 
@@ -64,6 +65,7 @@ def load_classifier(ref: str, *, seed: int, tokenizer_ref: str | None = None,
             model = AutoModelForSequenceClassification.from_pretrained(
                 resolve_path(ref), num_labels=2, trust_remote_code=trust_remote_code,
             )
+            _use_checkpoint_pooling(model, ref)
     except OSError as e:
         raise ModelError(f"cannot load model {ref!r}: {str(e).splitlines()[0]}") from None
     # The head of a causal LM reads the last token that is not this id: it must be the id the
@@ -72,6 +74,39 @@ def load_classifier(ref: str, *, seed: int, tokenizer_ref: str | None = None,
     model = _set_trainable(model, mode, lora_rank=lora_rank, lora_alpha=lora_alpha,
                            lora_target_modules=lora_target_modules)
     return tokenizer, model.to(device or default_device())
+
+
+def _use_checkpoint_pooling(model, ref: str) -> None:
+    """Make the head read the pooling the checkpoint declares (`w2sweep.models.pooling`), in place:
+    the model's class becomes its pooled subclass and the unused pooler goes."""
+    mode = own_pooling(ref)
+    if mode is None:
+        return
+    if not hasattr(model, "classifier"):
+        raise ModelError(f"model {ref!r} declares {mode} pooling but its {type(model).__name__} has no "
+                         "`classifier` head to feed it")
+    import torch
+
+    linear = isinstance(model.classifier, torch.nn.Linear)
+    model.__class__ = with_pooling(type(model), mode, head_reads_vector=linear)
+    drop_pooler(model)
+
+
+def own_pooling(ref: str) -> str | None:
+    """The pooling a non-tiny model's checkpoint declares (sentence-transformers' 1_Pooling), or None.
+    A hub id is read from the local hub cache only: None when it is not there."""
+    kind = model_kind(ref)
+    if kind == "tiny":
+        return None
+    if kind == "hub":
+        try:
+            from huggingface_hub import snapshot_download
+
+            path = snapshot_download(ref, local_files_only=True)
+        except Exception:  # not cached (offline, or never downloaded): transformers' pooling
+            return None
+        return checkpoint_pooling(path)
+    return checkpoint_pooling(resolve_path(ref))
 
 
 def classifier_head(model) -> list[str]:

