@@ -65,6 +65,10 @@ def cmd_validate(args) -> int:
     for (method, budget, f, n_weak, n_oracle, cost), count in order:
         f_text = "pair" if f is None else f"{f:g}"
         print(f"{method:<{width}} {budget:>8g} {f_text:>6} {n_weak:>7} {n_oracle:>8} {cost:>10g} {count:>6}")
+    from w2sweep.memory.plan import memory_table
+
+    print("memory per training worker (estimate, w2sweep.memory):")
+    print("\n".join(memory_table(config)))
     return 0
 
 

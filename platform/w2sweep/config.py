@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -27,6 +27,25 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Fields added after cell ids were pinned (tests/test_cell_ids.py). `canonical_dump` leaves them out
+    # while they hold their default, so a config that does not use them keeps its cell ids, weak-label
+    # and features keys, and a re-run still finds its stored results.
+    ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    # Fields that never change a result (a memory budget): `canonical_dump` always leaves them out.
+    NOT_IDENTITY: ClassVar[frozenset[str]] = frozenset()
+
+    def canonical_dump(self) -> dict:
+        """The JSON dump that ids and content keys hash: `model_dump(mode="json")` without the
+        `ADDED_FIELDS` that hold their default and without the `NOT_IDENTITY` fields, in this model and
+        in the models it holds."""
+        dump = self.model_dump(mode="json")
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if name in self.NOT_IDENTITY or (name in self.ADDED_FIELDS and value == info.default):
+                del dump[name]
+            elif isinstance(value, _Strict):
+                dump[name] = value.canonical_dump()
+        return dump
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -109,7 +128,9 @@ class ModelSpec(_Strict):
     lora_alpha: Annotated[float, Field(gt=0)] = 16.0
     lora_target_modules: Annotated[list[str], Field(min_length=1)] | None = None  # None: peft's per architecture
     # Distributed training (students): more than one worker trains the cell with DeepSpeed under Ray Train.
-    num_workers: PositiveInt = 1
+    # "auto": the fewest workers (up to w2sweep.planner.MAX_WORKERS) whose estimated memory fits
+    # `gpu_memory_gb`, resolved when the grid is planned; cells hash the resolved number.
+    num_workers: PositiveInt | Literal["auto"] = 1
     cpus_per_worker: Annotated[float, Field(gt=0)] | None = None  # None: the sweep's resources.cpu
     gpus_per_worker: Annotated[float, Field(ge=0)] | None = None  # None: the sweep's resources.gpu
     zero_stage: Literal[0, 2, 3] = 2  # DeepSpeed ZeRO stage (num_workers > 1)
@@ -118,6 +139,11 @@ class ModelSpec(_Strict):
     # torch.compile the training forward (one worker): on a GPU a 0.5B student's steps ran 1.5x faster,
     # after a compile of about 80 s in every cell process (docs/benchmarks.md, P2).
     compile: bool = False
+    # GB (2**30 bytes) of GPU memory one worker may allocate; None: the sweep's resources.gpu_memory_gb.
+    # Checked against the planner's estimate (w2sweep.planner); never part of a cell's identity.
+    gpu_memory_gb: Annotated[float, Field(gt=0)] | None = None
+
+    NOT_IDENTITY: ClassVar[frozenset[str]] = frozenset({"gpu_memory_gb"})
 
     @model_validator(mode="after")
     def _consistent_training(self) -> ModelSpec:
@@ -162,6 +188,9 @@ class Resources(_Strict):
 
     cpu: Annotated[float, Field(gt=0)] = 1
     gpu: Annotated[float, Field(ge=0)] = 0
+    # GB (2**30 bytes) of GPU memory one training worker may allocate, for students without their own
+    # `gpu_memory_gb`; None: no budget is checked (CPU-only sweeps).
+    gpu_memory_gb: Annotated[float, Field(gt=0)] | None = None
 
 
 class MethodOptions(_Strict):

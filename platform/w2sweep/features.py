@@ -42,7 +42,7 @@ def features_key(dataset, student, seed: int, *, max_length: int) -> str:
     """Content hash of what determines the features: the dataset and its pools, the body (model,
     tokenizer, trust_remote_code), the truncation length and the seed (pools and tiny models' weights)."""
     body = {name: getattr(student, name) for name in ("model", "tokenizer", "trust_remote_code")}
-    blob = dict(dataset=dataset.model_dump(mode="json"), body=body, max_length=max_length, seed=seed,
+    blob = dict(dataset=dataset.canonical_dump(), body=body, max_length=max_length, seed=seed,
                 version=FEATURES_VERSION)
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -137,12 +137,12 @@ def _canonical(*, dataset, weak_supervisor, student, method, budget, spending_fr
     """The identity a cell id hashes: unchanged configs keep their ids (tests/test_cell_ids.py)."""
     options = dict(options=options) if options else {}  # plain methods keep their ids
     return dict(
-        dataset=dataset.model_dump(mode="json"),
-        weak_supervisor=None if weak_supervisor is None else weak_supervisor.model_dump(mode="json"),
-        student=student.model_dump(mode="json"),
+        dataset=dataset.canonical_dump(),
+        weak_supervisor=None if weak_supervisor is None else weak_supervisor.canonical_dump(),
+        student=student.canonical_dump(),
         method=method, budget=budget, spending_fraction=spending_fraction,
         n_weak=n_weak, n_oracle=n_oracle, seed=seed,
-        costs=costs.model_dump(mode="json"), schema_version=RESULT_SCHEMA_VERSION, **options,
+        costs=costs.canonical_dump(), schema_version=RESULT_SCHEMA_VERSION, **options,
     )
 
 
@@ -285,9 +285,12 @@ def check_references(config: SweepConfig) -> SweepConfig:
 
 def plan(config: SweepConfig) -> tuple[SweepConfig, list[Cell]]:
     """Check `config`'s references, expand its grid and check every cell fits its pools: what `w2sweep
-    validate` and `w2sweep run` do before anything trains. Returns the resolved config (what the sweep
-    snapshots and runs) and its cells; raises ConfigError (or DataError/ModelError from the data)."""
-    config = check_references(config)
+    validate` and `w2sweep run` do before anything trains, with every student's memory checked against
+    its `gpu_memory_gb` (`w2sweep.memory.plan`). Returns the resolved config (what the sweep snapshots
+    and runs) and its cells; raises ConfigError (or DataError/ModelError from the data)."""
+    from w2sweep.memory.plan import plan_memory
+
+    config = plan_memory(check_references(config))  # num_workers: auto resolved before any cell is hashed
     cells = expand_cells(config)
     check_capacity(config, cells)
     return config, cells

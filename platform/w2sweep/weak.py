@@ -43,8 +43,8 @@ def weak_source_name(dataset, weak_supervisor) -> str:
 
 def weak_labels_key(dataset, weak_supervisor, seed: int) -> str:
     """Content hash of what determines the weak labels; `weak_supervisor` is None for a dataset's own column."""
-    weak = None if weak_supervisor is None else weak_supervisor.model_dump(mode="json")
-    blob = dict(dataset=dataset.model_dump(mode="json"), weak=weak, seed=seed, version=WEAK_LABELS_VERSION)
+    weak = None if weak_supervisor is None else weak_supervisor.canonical_dump()
+    blob = dict(dataset=dataset.canonical_dump(), weak=weak, seed=seed, version=WEAK_LABELS_VERSION)
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
