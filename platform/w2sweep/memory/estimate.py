@@ -15,8 +15,9 @@ Bytes per worker = model states + activations:
   `estimate_zero3_model_states_mem_needs` for stage 3; offload moves the optimizer to the CPU); frozen
   weights add 2 bytes each, split over the workers under ZeRO-3.
 - activations: what a transformer layer keeps for backward per token (Korthikanti et al. 2022,
-  generalised to any MLP width and dtype) x layers x micro batch x max_length; a frozen body (head
-  mode) keeps none, only one layer's working set, as does prediction (batches of 64, no grad).
+  generalised to any MLP width and dtype) x (layers + 1: the gradients of the layer in backward) x
+  micro batch x max_length; a frozen body (head mode) keeps none, only one layer's working set, as
+  does prediction (batches of 64, no grad).
 
 GB here is 2**30 bytes (what torch and nvidia-smi report). No Ray.
 """
@@ -105,7 +106,9 @@ def activations(shape: ModelShape, layout: Layout, *, device: str = "cuda") -> i
     per_token = _layer_bytes_per_token(shape, layout.max_length, dtype_bytes)
     tokens = layout.micro_batch * layout.max_length
     embeddings = 2 * dtype_bytes * shape.hidden * tokens
-    layers = 1 if layout.mode == "head" else shape.layers  # a frozen body keeps nothing for backward
+    # A frozen body keeps nothing for backward: one layer's working set. Training keeps every layer's,
+    # plus one more for the gradients of the layer being back-propagated.
+    layers = 1 if layout.mode == "head" else shape.layers + 1
     training = layers * per_token * tokens + embeddings
     predicting = per_token * PREDICT_BATCH * layout.max_length
     return max(training, predicting)
