@@ -92,18 +92,21 @@ def model_states(shape: ModelShape, layout: Layout, *, device: str = "cuda") -> 
     return gpu + math.ceil(2 * frozen / shards), cpu
 
 
-def _layer_bytes_per_token(shape: ModelShape, max_length: int, dtype_bytes: int) -> int:
+def _layer_bytes_per_token(shape: ModelShape, max_length: int, device: str) -> int:
     """Bytes one layer keeps for backward per token: 8h + 2i (3i gated) values, two dropout masks of h
-    bytes, and per head the softmax output, its dropout mask and output over max_length keys."""
+    bytes, and on the CPU (SDPA's math path) per head the softmax output, its dropout mask and output
+    over max_length keys. On GPUs bf16 SDPA runs flash / memory-efficient kernels that keep no scores."""
+    dtype_bytes = 4 if device == "cpu" else 2
     mlp = (3 if shape.gated else 2) * shape.intermediate
     values = dtype_bytes * (8 * shape.hidden + mlp) + 2 * shape.hidden
-    return values + shape.heads * max_length * (2 * dtype_bytes + 1)
+    scores = shape.heads * max_length * (2 * dtype_bytes + 1) if device == "cpu" else 0
+    return values + scores
 
 
 def activations(shape: ModelShape, layout: Layout, *, device: str = "cuda") -> int:
     """Bytes of activations at the peak of a micro batch's backward (or prediction's forward)."""
     dtype_bytes = 4 if device == "cpu" else 2
-    per_token = _layer_bytes_per_token(shape, layout.max_length, dtype_bytes)
+    per_token = _layer_bytes_per_token(shape, layout.max_length, device)
     tokens = layout.micro_batch * layout.max_length
     embeddings = 2 * dtype_bytes * shape.hidden * tokens
     # A frozen body keeps nothing for backward: one layer's working set. Training keeps every layer's,
