@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from w2sweep.config import ConfigError, ModelSpec, SweepConfig, error_line
-from w2sweep.memory.estimate import GB, MAX_WORKERS, Estimate, Layout, estimate, layout_of
+from w2sweep.memory.estimate import MAX_WORKERS, Estimate, Layout, estimate, layout_of
 from w2sweep.memory.shape import spec_shape
 from w2sweep.models.registry import resolve_settings
 
@@ -153,5 +153,5 @@ def memory_table(config: SweepConfig) -> list[str]:
         budget = budget_gb(spec, config)
         rows.append((spec.label, spec.mode, str(layout.num_workers), zero, found,
                      "-" if budget is None else f"{budget:g}"))
-    widths = [max(len(row[k]) for row in rows[:]) for k in range(5)]
+    widths = [max(len(row[k]) for row in rows) for k in range(5)]
     return ["  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)) + "  " + row[5] for row in rows]
