@@ -117,3 +117,10 @@ def test_validate_prints_the_memory_table(write_config, capsys):
     assert (name, mode, workers, zero, budget) == ("tiny-student", "full", "1", "-", "16")
     assert 0 < float(gb) < 1
     assert GB == 2**30
+
+
+@pytest.mark.parametrize("value", [0, "x", 2.5])
+def test_a_bad_num_workers_is_one_line(value):
+    with pytest.raises(ConfigError) as e:
+        _tiny(num_workers=value)
+    assert e.value.lines == [f"config error: students.0.num_workers: {value!r}: expected a positive integer or 'auto'"]

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator,
+                      model_validator)
 
 from w2sweep.methods import canonical_name, parse_method
 
@@ -49,6 +50,16 @@ class _Strict(BaseModel):
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
+
+
+def _num_workers(value: object) -> int | str:
+    """A positive integer or "auto", checked in one step so a bad value is one error line."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        return value
+    raise ValueError("expected a positive integer or 'auto'")
+
+
+NumWorkers = Annotated[int | Literal["auto"], PlainValidator(_num_workers)]
 Fraction01 = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -130,7 +141,7 @@ class ModelSpec(_Strict):
     # Distributed training (students): more than one worker trains the cell with DeepSpeed under Ray Train.
     # "auto": the fewest workers (up to w2sweep.planner.MAX_WORKERS) whose estimated memory fits
     # `gpu_memory_gb`, resolved when the grid is planned; cells hash the resolved number.
-    num_workers: PositiveInt | Literal["auto"] = 1
+    num_workers: NumWorkers = 1
     cpus_per_worker: Annotated[float, Field(gt=0)] | None = None  # None: the sweep's resources.cpu
     gpus_per_worker: Annotated[float, Field(ge=0)] | None = None  # None: the sweep's resources.gpu
     zero_stage: Literal[0, 2, 3] = 2  # DeepSpeed ZeRO stage (num_workers > 1)
