@@ -60,7 +60,7 @@ def test_distributed_settings_are_validated_in_one_line_each():
         (dict(model="tiny-bert", zero_stage=1), "config error: students.0.zero_stage: 1: Input should be 0, 2 or 3"),
         (dict(model="tiny-bert", mode="prefix"),
          "config error: students.0.mode: 'prefix': Input should be 'full', 'lora' or 'head'"),
-        (dict(model="tiny-bert", num_workers=0), "config error: students.0.num_workers: 0: Input should be greater than 0"),
+        (dict(model="tiny-bert", num_workers=0), "config error: students.0.num_workers: 0: expected a positive integer up to 1,024 or 'auto'"),
     ]:
         with pytest.raises(ConfigError) as e:
             parse_config({**base, "students": [student]})

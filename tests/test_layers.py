@@ -18,8 +18,8 @@ import w2sweep
 PACKAGE = Path(w2sweep.__file__).parent
 CORE = {"config", "config_checks", "config_loading", "costs", "data", "models", "losses", "train", "metrics", "results", "frontier", "storage",
         "layout", "methods", "prompting", "weak", "features", "grid", "cells", "report", "status", "pull",
-        "prerequisites"}
-ORCHESTRATION = {"sweep", "claims", "distributed", "telemetry", "cli", "raycompat"}
+        "prerequisites", "shots", "consistency", "capacity", "truncation", "cell_objects", "memory"}
+ORCHESTRATION = {"sweep", "claims", "distributed", "telemetry", "cli", "cli_output", "raycompat"}
 FORBIDDEN = {  # component -> components it must not import, and why
     "config": ({"data"}, "the config schema knows no dataset (references are checked by grid.plan)"),
     "config_checks": ({"data"}, "the config schema knows no dataset (references are checked by grid.plan)"),
@@ -123,7 +123,7 @@ PLANTED = [  # (file, line appended inside a function, what the checker must say
     ("costs.py", "import ray.tune", "w2sweep.costs imports ray"),
     ("config.py", "from w2sweep.data import pools_for", "w2sweep.config imports w2sweep.data: the config schema knows no dataset"),
     ("features.py", "from w2sweep.grid import Cell", "w2sweep.features imports w2sweep.grid"),
-    ("costs.py", "from w2sweep import grid", "import cycle: w2sweep.costs <-> w2sweep.grid"),
+    ("layout.py", "from w2sweep import results", "import cycle: w2sweep.layout <-> w2sweep.results"),
     ("frontier/stats.py", "from w2sweep.frontier import tables", "import cycle: w2sweep.frontier.stats <-> w2sweep.frontier.tables"),
 ]
 

@@ -67,8 +67,8 @@ def cmd_validate(args) -> int:
             raise BadInput(problems)
     from w2sweep.truncation import truncation_report
 
-    notes, warnings = truncation_report(config)  # texts max_length cuts: a warning, not an error
-    for line in warnings:
+    notes, cut = truncation_report(config)  # texts max_length cuts: a warning, not an error
+    for line in cut:
         print(line, file=sys.stderr)
     print(f"{config.name}: {len(cells)} cells "
           f"({len(config.datasets)} datasets x {len(config.weak_supervisors)} weak supervisors x "
@@ -84,6 +84,10 @@ def cmd_validate(args) -> int:
         print(f"{method:<{width}} {budget:>8g} {f_text:>6} {n_weak:>7} {n_oracle:>8} {cost:>10g} {count:>6}")
     for line in notes:
         print(line)
+    from w2sweep.memory.plan import memory_table
+
+    print("memory per training worker (estimate, w2sweep.memory):")
+    print("\n".join(memory_table(config)))
     return 0
 
 
@@ -337,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with warnings.catch_warnings():
         warnings.showwarning = show_warning
+        # Libraries' deprecation notices are for their callers' authors, not for someone running a sweep.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         try:
             return args.func(args)
         except BadInput as e:

@@ -12,7 +12,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator,
+                      model_validator)
 
 from w2sweep.config_checks import (DEFAULT_MAX_CELLS, MAX_EXAMPLES, MAX_FIELD, MAX_LINES, MAX_MESSAGE, MAX_NAME,
                                    MAX_SEED, Int, Real, budget_problem, clip, count_cells, no_bool_first, one_line,
@@ -31,16 +32,21 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    # Fields added after ids were pinned (tests/test_cell_ids.py): left out of `canonical_dump` at their default,
-    # so a config not using them keeps its cell ids, weak-label and features keys (a re-run finds its results).
+    # Fields added after cell ids were pinned (tests/test_cell_ids.py). `canonical_dump` leaves them out
+    # while they hold their default, so a config that does not use them keeps its cell ids, weak-label
+    # and features keys, and a re-run still finds its stored results.
     ADDED_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    # Fields that never change a result (a memory budget): `canonical_dump` always leaves them out.
+    NOT_IDENTITY: ClassVar[frozenset[str]] = frozenset()
 
     def canonical_dump(self) -> dict:
-        """What ids and content keys hash: the JSON dump less `ADDED_FIELDS` at their default (nested too)."""
+        """The JSON dump that ids and content keys hash: `model_dump(mode="json")` without the
+        `ADDED_FIELDS` that hold their default and without the `NOT_IDENTITY` fields, in this model and
+        in the models it holds."""
         dump = self.model_dump(mode="json")
         for name, info in type(self).model_fields.items():
             value = getattr(self, name)
-            if name in self.ADDED_FIELDS and value == info.default:
+            if name in self.NOT_IDENTITY or (name in self.ADDED_FIELDS and value == info.default):
                 del dump[name]
             elif isinstance(value, _Strict):
                 dump[name] = value.canonical_dump()
@@ -58,6 +64,17 @@ Steps = Int(gt=0, le=1000)  # epochs, patience
 BatchSize = Int(gt=0, le=65_536)
 Workers = Real(gt=0, le=1024)  # CPUs or GPUs of one worker
 NonEmptyStr = Annotated[str, Field(min_length=1)]
+
+
+def int_or_auto(*, le: int) -> type:
+    """A positive integer up to `le`, or "auto" (resolved when the grid is planned), checked in one
+    step so a bad value is one error line (a union would report each branch)."""
+    def check(value: object) -> int | str:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 0 < value <= le):
+            return value
+        raise ValueError(f"expected a positive integer up to {le:,} or 'auto'")
+
+    return Annotated[int | Literal["auto"], PlainValidator(check)]
 
 
 class PoolSizes(_Strict):
@@ -134,7 +151,7 @@ class ModelSpec(_Strict):
     epochs: Steps | None = None
     batch_size: BatchSize | None = None
     # tokens a text is cut to; "auto": per dataset, the smallest length keeping 99% of texts whole (w2sweep.truncation)
-    max_length: Int(gt=0, le=131_072) | Literal["auto"] | None = None
+    max_length: int_or_auto(le=131_072) | None = None
     min_steps: Int(ge=0, le=10_000_000) | None = None  # optimizer steps at least, however few labels
     warmup_ratio: Real(ge=0, lt=1) = 0.1
     weight_decay: Real(ge=0, le=1) = 0.01
@@ -148,7 +165,9 @@ class ModelSpec(_Strict):
     lora_alpha: Real(gt=0, le=1e6) = 16.0
     lora_target_modules: Annotated[list[str], Field(min_length=1)] | None = None  # None: peft's per architecture
     # Distributed training (students): more than one worker trains the cell with DeepSpeed under Ray Train.
-    num_workers: Int(gt=0, le=1024) = 1
+    # "auto": the fewest workers (up to w2sweep.planner.MAX_WORKERS) whose estimated memory fits
+    # `gpu_memory_gb`, resolved when the grid is planned; cells hash the resolved number.
+    num_workers: int_or_auto(le=1024) = 1
     cpus_per_worker: Workers | None = None  # None: the sweep's resources.cpu
     gpus_per_worker: Real(ge=0, le=1024) | None = None  # None: the sweep's resources.gpu
     zero_stage: no_bool_first(Literal[0, 2, 3]) = 2  # DeepSpeed ZeRO stage (num_workers > 1)
@@ -157,6 +176,11 @@ class ModelSpec(_Strict):
     # torch.compile the training forward (one worker): on a GPU a 0.5B student's steps ran 1.5x faster,
     # after a compile of about 80 s in every cell process (docs/benchmarks.md, P2).
     compile: bool = False
+    # GB (2**30 bytes) of GPU memory one worker may allocate; None: the sweep's resources.gpu_memory_gb.
+    # Checked against the planner's estimate (w2sweep.planner); never part of a cell's identity.
+    gpu_memory_gb: Real(gt=0, le=1_000_000) | None = None
+
+    NOT_IDENTITY: ClassVar[frozenset[str]] = frozenset({"gpu_memory_gb"})
 
     @model_validator(mode="after")
     def _consistent_training(self) -> ModelSpec:
@@ -201,6 +225,9 @@ class Resources(_Strict):
 
     cpu: Workers = 1
     gpu: Real(ge=0, le=1024) = 0
+    # GB (2**30 bytes) of GPU memory one training worker may allocate, for students without their own
+    # `gpu_memory_gb`; None: no budget is checked (CPU-only sweeps).
+    gpu_memory_gb: Real(gt=0, le=1_000_000) | None = None
 
 
 class MethodOptions(_Strict):

@@ -284,9 +284,12 @@ def _warn_remote_code(config: SweepConfig) -> None:
 
 def plan(config: SweepConfig) -> tuple[SweepConfig, list[Cell]]:
     """Check `config`'s references, expand its grid and check every cell fits its pools: what `w2sweep
-    validate` and `w2sweep run` do before anything trains. Returns the resolved config (what the sweep
-    snapshots and runs) and its cells; raises ConfigError (or DataError/ModelError from the data)."""
-    config = check_references(config)
+    validate` and `w2sweep run` do before anything trains, with every student's memory checked against
+    its `gpu_memory_gb` (`w2sweep.memory.plan`). Returns the resolved config (what the sweep snapshots
+    and runs) and its cells; raises ConfigError (or DataError/ModelError from the data)."""
+    from w2sweep.memory.plan import plan_memory
+
+    config = plan_memory(check_references(config))  # num_workers: auto resolved before any cell is hashed
     cells = expand_cells(config)
     check_capacity(config, cells)
     problems = check_prompts_fit(cells)  # fewshot-prompt pays only for shots its student sees
