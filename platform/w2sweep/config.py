@@ -12,12 +12,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from w2sweep.config_checks import (DEFAULT_MAX_CELLS, MAX_EXAMPLES, MAX_FIELD, MAX_LINES, MAX_MESSAGE, MAX_NAME,
-                                   MAX_SEED, Int, Real, budget_problem, clip, count_cells, no_bool_first, one_line,
-                                   repeated, shown, storage_problem)
+                                   MAX_SEED, Int, Real, budget_problem, clip, count_cells, int_or_auto, no_bool_first,
+                                   one_line, repeated, shown, storage_problem)
 from w2sweep.config_loading import LoadError, read_yaml
 from w2sweep.methods import CEILING, canonical_name, parse_method
 
@@ -65,16 +64,6 @@ BatchSize = Int(gt=0, le=65_536)
 Workers = Real(gt=0, le=1024)  # CPUs or GPUs of one worker
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 
-
-def int_or_auto(*, le: int) -> type:
-    """A positive integer up to `le`, or "auto" (resolved when the grid is planned), checked in one
-    step so a bad value is one error line (a union would report each branch)."""
-    def check(value: object) -> int | str:
-        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 0 < value <= le):
-            return value
-        raise ValueError(f"expected a positive integer up to {le:,} or 'auto'")
-
-    return Annotated[int | Literal["auto"], PlainValidator(check)]
 
 
 class PoolSizes(_Strict):

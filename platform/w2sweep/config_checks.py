@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import re
 from fractions import Fraction
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, PlainValidator
 
 from w2sweep.methods import CEILING, parse_method
 
@@ -76,6 +76,17 @@ def Int(**bounds) -> type:  # noqa: N802 - a type
 def Real(**bounds) -> type:  # noqa: N802 - a type
     """A finite float within `bounds` that refuses booleans (`.inf` lr trained to chance silently)."""
     return Annotated[float, BeforeValidator(_not_bool), Field(allow_inf_nan=False, **bounds)]
+
+
+def int_or_auto(*, le: int) -> type:
+    """A positive integer up to `le`, or "auto" (resolved when the grid is planned), checked in one
+    step so a bad value is one error line (a union would report each branch)."""
+    def check(value: object) -> int | str:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 0 < value <= le):
+            return value
+        raise ValueError(f"expected a positive integer up to {le:,} or 'auto'")
+
+    return Annotated[int | Literal["auto"], PlainValidator(check)]
 
 
 def no_bool_first(kind: type) -> type:
