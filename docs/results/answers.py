@@ -43,12 +43,12 @@ def main(folder: str) -> None:
                    & (curves.budget == r.budget) & (curves.spending_fraction == 0)].iloc[0]
         value = r.reason if pd.isna(r.pgr) else ci(r.pgr, r.pgr_low, r.pgr_high, 2)
         print(f"| {r.dataset} | {r.budget:g} | {r.n_weak} | {ci(c.accuracy_mean, c.accuracy_ci_low, c.accuracy_ci_high)} | "
-              f"{r.weak_accuracy_mean:.3f} | {r.ceiling_accuracy:.3f} | {value} |")
+              f"{r.weak_accuracy_mean:.3f} | {ci(r.ceiling_accuracy, r.ceiling_ci_low, r.ceiling_ci_high)} | {value} |")
 
     print("\n### Best spending fraction per budget (regimes.csv)\n")
     print("| dataset | budget | best f | acc at best | acc f=0 | acc f=1 | best − f=0 [CI] | best − f=1 [CI] | regime | reason |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in regimes.itertuples():
+    for r in regimes[regimes.method != "ceiling"].itertuples():
         d0 = ci(r.best_accuracy - r.accuracy_at_0, r.diff_0_low, r.diff_0_high) if pd.notna(r.accuracy_at_0) else "–"
         d1 = ci(r.best_accuracy - r.accuracy_at_1, r.diff_1_low, r.diff_1_high) if pd.notna(r.accuracy_at_1) else "–"
         reason = "" if pd.isna(r.reason) else r.reason
