@@ -39,10 +39,11 @@ test-slow: $(STAMP)
 # is recomputed), then its frontier; the published copies in docs/results/ are not touched.
 RESULTS_SWEEP := /tmp/w2s-results/results
 reproduce-results: $(STAMP)
-	$(BIN)/w2sweep fetch-model smollm2-135m
 	rm -rf $(RESULTS_SWEEP)
 	$(BIN)/w2sweep validate jobs/configs/results.yaml
-	time $(BIN)/w2sweep run jobs/configs/results.yaml
+	@date -u +"start %H:%M:%S UTC"
+	$(BIN)/w2sweep run jobs/configs/results.yaml
+	@date -u +"end %H:%M:%S UTC"
 	@echo "frontier: $(RESULTS_SWEEP)/frontier (compare with docs/results/)"
 
 clean:
