@@ -11,7 +11,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test test-slow clean
+.PHONY: venv demo test test-slow clean reproduce-results
 
 venv: $(STAMP)
 
@@ -34,6 +34,17 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+# docs/results/: the real-data sweep from scratch (its storage folder is removed first, so every cell
+# is recomputed), then its frontier; the published copies in docs/results/ are not touched.
+RESULTS_SWEEP := /tmp/w2s-results/results
+reproduce-results: $(STAMP)
+	rm -rf $(RESULTS_SWEEP)
+	$(BIN)/w2sweep validate jobs/configs/results.yaml
+	@date -u +"start %H:%M:%S UTC"
+	$(BIN)/w2sweep run jobs/configs/results.yaml
+	@date -u +"end %H:%M:%S UTC"
+	@echo "frontier: $(RESULTS_SWEEP)/frontier (compare with docs/results/)"
 
 clean:
 	rm -rf $(VENV) outputs

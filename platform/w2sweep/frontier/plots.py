@@ -69,6 +69,43 @@ def _baseline(ax, group: pd.DataFrame, metric: str) -> None:
         ax.axhline(rate, color="firebrick", linestyle="--", linewidth=1, label=f"majority class ({rate:.3f})")
 
 
+def _band(ax, x, low, high, color) -> None:
+    """A light band between an interval's ends (where both are known)."""
+    x, low, high = (np.asarray(v, dtype=float) for v in (x, low, high))
+    known = np.isfinite(x) & np.isfinite(low) & np.isfinite(high)
+    if known.sum() >= 2:
+        ax.fill_between(x[known], low[known], high[known], color=color, alpha=0.15, linewidth=0)
+
+
+def _log_budgets(ax, budgets) -> None:
+    """Budgets grow geometrically: a log axis (base 2) ticked at the budgets run, when there are several."""
+    values = sorted({float(b) for b in budgets if np.isfinite(b)})
+    if len(values) >= 2 and values[0] > 0:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.minorticks_off()
+
+
+def _best_intervals(points: pd.DataFrame, curves: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """`points` (budget_points) with the interval (<metric>_ci_low/_ci_high) of the curves point each
+    best value was read from (same group, source method, label cost and fraction); NaN when not found."""
+    low, high = f"{metric}_ci_low", f"{metric}_ci_high"
+    if curves is None or points.empty or low not in curves or high not in curves:
+        return points.assign(**{low: np.nan, high: np.nan})
+    keys = MODELS + ["label_cost", "spending_fraction"]
+    right = curves[keys + ["method", low, high]].rename(columns={"method": "source_method"})
+    right = right.astype({k: str for k in MODELS + ["source_method"]})
+    left = points.astype({k: str for k in MODELS + ["source_method"]})
+    for frame in (left, right):
+        frame["_cost"] = frame["label_cost"].astype(float).round(6)
+        frame["_f"] = frame["spending_fraction"].astype(float).round(6)
+    right = right.drop(columns=["label_cost", "spending_fraction"]).drop_duplicates(
+        MODELS + ["source_method", "_cost", "_f"])
+    merged = left[MODELS + ["source_method", "_cost", "_f"]].merge(
+        right, on=MODELS + ["source_method", "_cost", "_f"], how="left")
+    return points.assign(**{low: merged[low].to_numpy(), high: merged[high].to_numpy()})
+
+
 def _rows_of(frame: pd.DataFrame, key) -> pd.DataFrame:
     mask = np.ones(len(frame), dtype=bool)
     for column, value in zip(MODELS, key):
@@ -94,8 +131,10 @@ def plot_curves(curves: pd.DataFrame, *, metric: str = "accuracy") -> bytes:
             mean = line[f"{metric}_mean"]
             errors = np.stack([(mean - line[f"{metric}_ci_low"]).fillna(0.0).clip(lower=0),
                                (line[f"{metric}_ci_high"] - mean).fillna(0.0).clip(lower=0)])
-            ax.errorbar(line["spending_fraction"], mean, yerr=errors, marker="o", capsize=3,
-                        label=f"budget {budget:g}")
+            drawn = ax.errorbar(line["spending_fraction"], mean, yerr=errors, marker="o", capsize=3,
+                                label=f"budget {budget:g}")
+            _band(ax, line["spending_fraction"], line[f"{metric}_ci_low"], line[f"{metric}_ci_high"],
+                  drawn.lines[0].get_color())
         if metric == "accuracy":
             ax.axhline(group["weak_accuracy_mean"].mean(), color="gray", linestyle="--", label="weak supervisor")
         _baseline(ax, group, metric)
@@ -140,21 +179,24 @@ def plot_frontier(curves: pd.DataFrame, frontier: pd.DataFrame, *, gpu_hour_pric
 def plot_budget_table(points: pd.DataFrame, curves: pd.DataFrame | None = None, *,
                       metric: str = "accuracy") -> bytes:
     """PNG bytes: best `metric` reachable at label cost <= budget, one line per method, one subplot
-    per (dataset, weak_supervisor, student); dashed red: the baseline (from `curves`, when given)."""
+    per (dataset, weak_supervisor, student), budgets on a log axis; bands: the interval of each best
+    point (from `curves`, when given); dashed red: the baseline (from `curves`, when given)."""
+    points = _best_intervals(points, curves, metric)
     fig, panels = _panels(points, MODELS, "plot_budget_table")
     colors = _colors(points["method"].astype(str))
     for key, group, ax in panels:
         for method, line in group.groupby("method", sort=True, observed=True):
             across = method == ALL_METHODS
+            color = colors.get(method, "gray")
             ax.plot(line["budget"], line[f"best_{metric}"], marker="" if across else "o",
-                    color=colors.get(method, "gray"), linewidth=2.2 if across else 1.2,
+                    color=color, linewidth=2.2 if across else 1.2,
                     label="all methods" if across else method)
+            if not across:
+                _band(ax, line["budget"], line[f"{metric}_ci_low"], line[f"{metric}_ci_high"], color)
         if curves is not None:
             _baseline(ax, _rows_of(curves, key), metric)
         ax.set(xlabel="budget (label units)", ylabel=f"best {metric} at label cost <= budget")
-        budgets = group["budget"]
-        if budgets.min() > 0 and budgets.max() / budgets.min() > 20:
-            ax.set_xscale("log")
+        _log_budgets(ax, group["budget"])
         _title(ax, key)
         ax.legend(fontsize=7)
     return _png(fig)
