@@ -8,7 +8,9 @@ Per dataset x student x method, each cell of the grid is in exactly one state, d
     failed   <sweep>/failures/<cell_id>.json exists (failed every attempt of its last run)
     pending  none of these
 
-The grid comes from <sweep>/sweep.yaml, the config as run. The ETA divides the remaining cell-seconds
+Cells waiting for resources are counted by the running driver alone: it writes <sweep>/progress.json
+every few seconds (`w2sweep.sweep.progress`); an object older than `DRIVER_STALE_SECONDS` is ignored
+(its driver is gone). The grid comes from <sweep>/sweep.yaml, the config as run. The ETA divides the remaining cell-seconds
 (mean wall time of the group's finished cells, else of all finished cells) by the number of cells
 running now.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -24,9 +27,10 @@ from dataclasses import asdict, dataclass, field
 import yaml
 
 from w2sweep import layout
-from w2sweep.storage import Storage
+from w2sweep.storage import Storage, StorageError
 
 STATES = ("done", "running", "failed", "pending")
+DRIVER_STALE_SECONDS = 180.0  # the driver rewrites progress.json at least every minute while it runs
 
 
 @dataclass
@@ -53,6 +57,8 @@ class SweepStatus:
     remaining_seconds: float | None = None  # cell-seconds left: running + pending cells x mean wall time
     eta_seconds: float | None = None  # remaining_seconds / cells running now; None when none runs
     warnings: list[str] = field(default_factory=list)
+    waiting_for_resources: int | None = None  # the live driver's count; None without a fresh progress.json
+    driver_seconds_ago: float | None = None  # age of progress.json, when there is one
 
     def totals(self) -> dict[str, int]:
         return {s: sum(getattr(g, s) for g in self.groups) for s in STATES}
@@ -109,6 +115,19 @@ def _wall_seconds(storage: Storage, keys: list[str]) -> dict[str, float]:
         return dict(r for r in pool.map(read, keys) if r is not None)
 
 
+def _driver_count(storage: Storage, sweep: str, status: SweepStatus) -> None:
+    """The waiting count of the driver's progress object, when it is fresh enough to believe."""
+    try:
+        counts = json.loads(storage.read_bytes(layout.progress(sweep)))
+        age = max(0.0, time.time() - float(counts["updated"]))
+        waiting = int(counts["waiting"])
+    except (OSError, StorageError, ValueError, KeyError, TypeError):  # none (no driver ever, or it ended), or unreadable
+        return
+    status.driver_seconds_ago = age
+    if age <= DRIVER_STALE_SECONDS:
+        status.waiting_for_resources = waiting
+
+
 def sweep_status(storage: Storage, sweep: str) -> SweepStatus:
     cells = _grid(storage, sweep)
     done = _ids(storage, layout.folder(sweep, layout.RESULTS))
@@ -143,6 +162,7 @@ def sweep_status(storage: Storage, sweep: str) -> SweepStatus:
     num_running = status.totals()["running"]
     if remaining is not None and num_running:
         status.eta_seconds = remaining / num_running
+    _driver_count(storage, sweep, status)
     stale = running & done
     if stale:
         status.warnings.append(f"{len(stale)} heartbeat(s) of finished cells left in {layout.folder(sweep, layout.RUNNING)}/")
@@ -179,6 +199,12 @@ def format_status(status: SweepStatus) -> str:
     num_cells = sum(totals.values())
     lines.append(f"{status.sweep}: {totals['done']}/{num_cells} cells done, {totals['running']} running, "
                  f"{totals['failed']} failed, {totals['pending']} pending")
+    if status.waiting_for_resources is not None:
+        lines.append(f"waiting for resources: {status.waiting_for_resources} (the driver's count "
+                     f"{_duration(status.driver_seconds_ago)} ago), {totals['running']} running")
+    elif status.driver_seconds_ago is not None:
+        lines.append(f"waiting for resources: unknown (the driver's last count is {_duration(status.driver_seconds_ago)} "
+                     "old: no driver is running?)")
     if status.remaining_seconds is None:
         lines.append("ETA: unknown until a cell has finished")
     elif totals["running"] + totals["pending"] == 0:
