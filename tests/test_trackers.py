@@ -24,7 +24,7 @@ from w2sweep.config import parse_config
 from w2sweep.grid import expand_cells
 from w2sweep.status import DRIVER_STALE_SECONDS, format_status, sweep_status
 from w2sweep.storage import Storage
-from w2sweep.trackers import METRICS, PARAMS, CellTrackers, run_record
+from w2sweep.trackers import METRICS, PARAMS, CellTrackers, MlflowTracker, run_record
 
 SECRETS = {"AWS_SECRET_ACCESS_KEY": "planted-aws-secret-3f9a", "MY_SERVICE_TOKEN": "planted-token-8c1d",
            "HF_TOKEN": "hf_plantedtoken77aa", "WANDB_API_KEY": "planted" + "0" * 33}
@@ -179,3 +179,176 @@ def test_status_ignores_a_stale_or_missing_count(tmp_path, progress, line):
     assert status.waiting_for_resources is None
     waiting = [s for s in format_status(status).splitlines() if s.startswith("waiting for resources")]
     assert [s[:len(line)] for s in waiting] == ([line] if line else [])
+
+
+# ---- a real sweep, a real MLflow server, W&B offline ----------------------------------------------
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """`mlflow server` on 127.0.0.1 with a SQLite store and a local artifact root; its URI once it
+    answers /health (a cold start takes about a minute on a 2-core machine)."""
+    root = tmp_path / "mlflow"
+    root.mkdir()
+    port = free_port()
+    log = open(root / "server.log", "wb")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'store.db'}", "--default-artifact-root", str(root / "artifacts"),
+         "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=5) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "mlflow server did not answer in 240 s"
+            time.sleep(1)
+        yield uri, root
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and the uvicorn worker it started
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def wandb_records(path: Path) -> list:
+    """The records of an offline W&B run file (``run-<id>.wandb``): a LevelDB-style log of 32 KiB blocks,
+    each record a protobuf `Record` in chunks with a 7-byte header (CRC, length, type), after a
+    7-byte file header (``:W&B``, magic, version)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, records, chunks = 7, [], b""
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+            pos += 32768 - pos % 32768
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        if kind == 0:
+            break
+        chunks += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a whole record, or its last chunk
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunks)
+            records.append(record)
+            chunks = b""
+    return records
+
+
+def wandb_run(path: Path) -> dict:
+    """An offline run's project, group, name, config and final summary, read from its records."""
+    def items(update):
+        return {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in update}
+
+    run, summary = {}, {}
+    for record in wandb_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = dict(project=record.run.project, group=record.run.run_group, name=record.run.display_name,
+                       config=items(record.run.config.update))
+        elif kind == "summary":
+            summary |= items(record.summary.update)
+    return run | {"summary": summary}
+
+
+def _watching_progress(out: str):
+    """A `run` for the trials: `run_cell`, after saving the driver's progress object as it is while
+    this cell runs (once it counts a running cell). Defined inside a function, so Ray pickles it by value."""
+
+    def run(cell, storage, *, claims, hooks=None):
+        from w2sweep import layout
+        from w2sweep.cells import run_cell
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                counts = json.loads(storage.read_bytes(layout.progress(cell.sweep)))
+                if counts["running"] >= 1:
+                    with open(f"{out}/{cell.cell_id}.json", "w") as f:
+                        json.dump(counts, f)
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.5)
+        return run_cell(cell, storage, claims=claims, hooks=hooks)
+
+    return run
+
+
+def _all_files_text(root: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.ray
+def test_a_sweep_logs_one_run_per_cell_to_mlflow_and_wandb_and_no_secret(
+        tmp_path, local_ray, mlflow_server, tracker_env, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from w2sweep.sweep import run_sweep
+
+    uri, mlflow_root = mlflow_server
+    for name, value in SECRETS.items():
+        tracker_env.setenv(name, value)
+    tracker_env.setenv("MLFLOW_TRACKING_URI", uri)
+    tracker_env.setenv("WANDB_MODE", "offline")
+    tracker_env.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+    (tmp_path / "wandb").mkdir()
+    (tmp_path / "seen").mkdir()
+    config = parse_config(tiny_config(str(tmp_path / "store"), budgets=[16], spending_fractions=[0, 0.5, 1],
+                                      trackers=["mlflow", "wandb"]))
+    with capsys.disabled():  # Tune pickles the progress bar with the stream it writes to
+        report = run_sweep(config, run=_watching_progress(str(tmp_path / "seen")))
+    assert (report.num_done, report.failed) == (3, {})
+    storage = Storage.from_uri(config.storage)
+    results = {r["cell_id"]: r for r in (json.loads(p.read_bytes()) for p in (tmp_path / "store/tiny/cells").glob("*.json"))}
+    assert len(results) == 3
+
+    # MLflow: the sweep's experiment, one finished run per cell, the stored params and metrics
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.data.tags["w2sweep.cell_id"] for r in runs) == sorted(results)
+    for run in runs:
+        stored = results[run.data.tags["w2sweep.cell_id"]]
+        assert run.info.status == "FINISHED" and run.info.run_name == stored["cell_id"]
+        assert run.data.params == {k: str(stored[k]) for k in PARAMS}
+        assert run.data.metrics == pytest.approx({k: float(stored[k]) for k in METRICS})
+
+    # W&B offline: one run file per cell, in the sweep's project and group, config and summary as stored
+    files = sorted((tmp_path / "wandb").rglob("run-*.wandb"))
+    logged = {r["name"]: r for r in map(wandb_run, files)}
+    assert len(files) == 3 and sorted(logged) == sorted(results)
+    for cell_id, run in logged.items():
+        stored = results[cell_id]
+        assert (run["project"], run["group"]) == ("tiny", "tiny")
+        assert {k: run["config"][k] for k in PARAMS} == {k: stored[k] for k in PARAMS}
+        assert {k: run["summary"][k] for k in METRICS} == pytest.approx({k: float(stored[k]) for k in METRICS})
+
+    # No planted secret in the MLflow store, its artifacts, or anything W&B wrote
+    written = _all_files_text(mlflow_root) + _all_files_text(tmp_path / "wandb")
+    for name, value in SECRETS.items():
+        assert value.encode() not in written, name
+
+    # While cells ran, the driver's progress object counted them; it is gone after the sweep
+    seen = [json.loads(p.read_text()) for p in (tmp_path / "seen").glob("*.json")]
+    assert seen and all(s["cells"] == 3 and 1 <= s["running"] <= 2 and s["running"] + s["waiting"] <= 3
+                        for s in seen), seen
+    assert not storage.exists("tiny/progress.json")
+
+    # A tracking URI's password is never printed (MLflow prints each run's URL by default)
+    tracker_env.setenv("MLFLOW_TRACKING_URI", uri.replace("//", "//w2s:planted-mlflow-pw@"))
+    MlflowTracker("other").log("other", "c1", *run_record(results[next(iter(results))]))
+    printed = capsys.readouterr()
+    assert "planted-mlflow-pw" not in printed.out + printed.err
+    assert len(MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("other").experiment_id])) == 1

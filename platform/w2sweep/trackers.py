@@ -52,6 +52,9 @@ class MlflowTracker:
         # given up on instead (CellTrackers), so a few quick tries are enough.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        # Else every run prints its URL (the tracking URI, with any user:password in it) to stdout,
+        # across the progress bar.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient()
