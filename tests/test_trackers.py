@@ -113,6 +113,17 @@ def test_a_failing_tracker_is_warned_about_once_and_the_others_go_on(tmp_path, c
     assert Kept.logged == ["c0", "c1", "c2"]
 
 
+def test_a_tracker_that_cannot_reach_its_server_warns_without_the_password(tmp_path, tracker_env, capsys):
+    tracker_env.setenv("MLFLOW_TRACKING_URI", f"http://w2s:planted-pw@127.0.0.1:{free_port()}")
+    tracker_env.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    callback = CellTrackers(["mlflow"], Storage.from_uri(str(tmp_path)), "s")
+    callback._open()
+    assert callback.trackers == {}
+    err = capsys.readouterr().err
+    assert err.startswith("warning: tracker mlflow stopped logging: ") and len(err.splitlines()) == 1
+    assert "planted-pw" not in err
+
+
 # ---- the driver's waiting count -------------------------------------------------------------------
 
 class _Trial:

@@ -61,6 +61,12 @@ def _masked(text: str) -> str:
     return _USERINFO.sub(r"\1***@", text)
 
 
+def without_credentials(text: str) -> str:
+    """`text` with the user:password of any URI in it masked: for lines quoting a server's error,
+    which may name the URL it was called at (MLflow's do)."""
+    return _masked(text)
+
+
 def _not_bool(value: object) -> object:
     """YAML reads `true` as a boolean, and pydantic would read it as 1: a number must be written."""
     if isinstance(value, bool):

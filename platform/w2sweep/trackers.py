@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ray import tune
 
 from w2sweep import layout
+from w2sweep.config_checks import without_credentials
 from w2sweep.storage import Storage, StorageError
 
 PARAMS = ("dataset", "weak_supervisor", "student", "method", "budget", "spending_fraction", "seed",
@@ -132,8 +133,8 @@ class CellTrackers(tune.Callback):
 
     def _warn(self, name: str, error: BaseException) -> None:
         """One line on stderr; the tracker logs nothing more in this run. The message is cut to its
-        first line: a server's error page is no log line."""
-        first = (str(error).strip().splitlines() or [""])[0][:200]
+        first line (a server's error page is no log line), a URL's user:password masked."""
+        first = without_credentials((str(error).strip().splitlines() or [""])[0])[:300]
         print(f"warning: tracker {name} stopped logging: {type(error).__name__}: {first}", file=sys.stderr)
         self.trackers.pop(name, None)
 
