@@ -1,5 +1,5 @@
-"""Experiment trackers (`trackers: [mlflow, wandb]`) and the driver's count of cells waiting for
-resources in `w2sweep status`.
+"""Experiment trackers (`trackers: [mlflow, wandb]`): the config field, what a run holds, and a real
+sweep logging to them (the same sweep checks the driver's waiting count, tests/test_waiting.py the rest).
 
 The trackers are tested against a real MLflow tracking server on 127.0.0.1 and W&B in offline mode
 (its run files on disk), after a real tiny sweep, with secrets planted in the environment that must
@@ -16,13 +16,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import free_port, tiny_config
 from w2sweep.cli import main
 from w2sweep.config import parse_config
 from w2sweep.grid import expand_cells
-from w2sweep.status import DRIVER_STALE_SECONDS, format_status, sweep_status
 from w2sweep.storage import Storage
 from w2sweep.trackers import METRICS, PARAMS, CellTrackers, MlflowTracker, run_record
 
@@ -122,74 +120,6 @@ def test_a_tracker_that_cannot_reach_its_server_warns_without_the_password(tmp_p
     err = capsys.readouterr().err
     assert err.startswith("warning: tracker mlflow stopped logging: ") and len(err.splitlines()) == 1
     assert "planted-pw" not in err
-
-
-# ---- the driver's waiting count -------------------------------------------------------------------
-
-class _Trial:
-    def __init__(self, status):
-        self.status = status
-
-
-def test_the_progress_object_counts_running_and_waiting_cells_and_goes_at_the_end(tmp_path, monkeypatch):
-    from w2sweep.sweep import progress
-
-    storage = Storage.from_uri(str(tmp_path))
-    record = progress.ProgressObject(storage, "s", num_cells=10)
-    # 2 running, 3 pending trials, 1 finished, 1 failed: the 3 pending and the 3 not yet made wait
-    trials = [_Trial(s) for s in ("RUNNING", "RUNNING", "PENDING", "PENDING", "PENDING", "TERMINATED", "ERROR")]
-    record.update(trials)
-    written = json.loads(storage.read_bytes("s/progress.json"))
-    assert {k: written[k] for k in ("running", "waiting", "pending_trials", "cells")} == {
-        "running": 2, "waiting": 6, "pending_trials": 3, "cells": 10}
-    assert abs(written["updated"] - time.time()) < 5
-
-    storage.write_bytes("s/progress.json", b"{}")
-    record.update(trials[:1])  # changed, but within RECORD_SECONDS of the last write: not written
-    assert storage.read_bytes("s/progress.json") == b"{}"
-    monkeypatch.setattr(progress, "RECORD_SECONDS", 0.0)
-    record.update(trials[:1])
-    assert json.loads(storage.read_bytes("s/progress.json"))["waiting"] == 9
-    record.remove()
-    assert not storage.exists("s/progress.json")
-
-
-def _planted_sweep(tmp_path, progress: dict | None):
-    config = parse_config(tiny_config(str(tmp_path)))
-    sweep = tmp_path / config.name
-    sweep.mkdir()
-    (sweep / "sweep.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    cell = expand_cells(config)[0]
-    (sweep / "running").mkdir()
-    (sweep / "running" / f"{cell.cell_id}.json").write_text(json.dumps({"cell_id": cell.cell_id}))
-    if progress is not None:
-        (sweep / "progress.json").write_text(json.dumps(progress))
-    return Storage.from_uri(str(tmp_path)), config.name
-
-
-def test_status_shows_the_drivers_waiting_count_beside_running(tmp_path, capsys):
-    storage, sweep = _planted_sweep(tmp_path, {"running": 1, "waiting": 4, "updated": time.time() - 7})
-    status = sweep_status(storage, sweep)
-    assert status.waiting_for_resources == 4
-    assert "waiting for resources: 4 (the driver's count 7s ago), 1 running" in format_status(status).splitlines()
-    assert main(["status", str(tmp_path / sweep), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["waiting_for_resources"] == 4
-
-
-@pytest.mark.parametrize("progress,line", [
-    (None, None),  # no driver ever ran, or it ended: nothing to say
-    ({"running": 1, "waiting": 4, "age": DRIVER_STALE_SECONDS + 60},
-     "waiting for resources: unknown (the driver's last count is 4m0"),
-    ({"waiting": "many", "age": 1}, None),  # unreadable: ignored
-])
-def test_status_ignores_a_stale_or_missing_count(tmp_path, progress, line):
-    if progress is not None:
-        progress = {k: v for k, v in progress.items() if k != "age"} | {"updated": time.time() - progress["age"]}
-    storage, sweep = _planted_sweep(tmp_path, progress)
-    status = sweep_status(storage, sweep)
-    assert status.waiting_for_resources is None
-    waiting = [s for s in format_status(status).splitlines() if s.startswith("waiting for resources")]
-    assert [s[:len(line)] for s in waiting] == ([line] if line else [])
 
 
 # ---- a real sweep, a real MLflow server, W&B offline ----------------------------------------------
@@ -301,6 +231,32 @@ def _all_files_text(root: Path) -> bytes:
     return b"".join(p.read_bytes() for p in root.rglob("*") if p.is_file())
 
 
+def _assert_mlflow_runs(uri: str, results: dict) -> None:
+    """The sweep's experiment holds one finished run per cell, with the stored params and metrics."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert sorted(r.data.tags["w2sweep.cell_id"] for r in runs) == sorted(results)
+    for run in runs:
+        stored = results[run.data.tags["w2sweep.cell_id"]]
+        assert run.info.status == "FINISHED" and run.info.run_name == stored["cell_id"]
+        assert run.data.params == {k: str(stored[k]) for k in PARAMS}
+        assert run.data.metrics == pytest.approx({k: float(stored[k]) for k in METRICS})
+
+
+def _assert_wandb_runs(root: Path, results: dict) -> None:
+    """One offline run file per cell, in the sweep's project and group, config and summary as stored."""
+    files = sorted(root.rglob("run-*.wandb"))
+    logged = {r["name"]: r for r in map(wandb_run, files)}
+    assert len(files) == 3 and sorted(logged) == sorted(results)
+    for cell_id, run in logged.items():
+        stored = results[cell_id]
+        assert (run["project"], run["group"]) == ("tiny", "tiny")
+        assert {k: run["config"][k] for k in PARAMS} == {k: stored[k] for k in PARAMS}
+        assert {k: run["summary"][k] for k in METRICS} == pytest.approx({k: float(stored[k]) for k in METRICS})
+
+
 @pytest.mark.ray
 def test_a_sweep_logs_one_run_per_cell_to_mlflow_and_wandb_and_no_secret(
         tmp_path, local_ray, mlflow_server, tracker_env, capsys):
@@ -325,26 +281,8 @@ def test_a_sweep_logs_one_run_per_cell_to_mlflow_and_wandb_and_no_secret(
     results = {r["cell_id"]: r for r in (json.loads(p.read_bytes()) for p in (tmp_path / "store/tiny/cells").glob("*.json"))}
     assert len(results) == 3
 
-    # MLflow: the sweep's experiment, one finished run per cell, the stored params and metrics
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("tiny")
-    runs = client.search_runs([experiment.experiment_id])
-    assert sorted(r.data.tags["w2sweep.cell_id"] for r in runs) == sorted(results)
-    for run in runs:
-        stored = results[run.data.tags["w2sweep.cell_id"]]
-        assert run.info.status == "FINISHED" and run.info.run_name == stored["cell_id"]
-        assert run.data.params == {k: str(stored[k]) for k in PARAMS}
-        assert run.data.metrics == pytest.approx({k: float(stored[k]) for k in METRICS})
-
-    # W&B offline: one run file per cell, in the sweep's project and group, config and summary as stored
-    files = sorted((tmp_path / "wandb").rglob("run-*.wandb"))
-    logged = {r["name"]: r for r in map(wandb_run, files)}
-    assert len(files) == 3 and sorted(logged) == sorted(results)
-    for cell_id, run in logged.items():
-        stored = results[cell_id]
-        assert (run["project"], run["group"]) == ("tiny", "tiny")
-        assert {k: run["config"][k] for k in PARAMS} == {k: stored[k] for k in PARAMS}
-        assert {k: run["summary"][k] for k in METRICS} == pytest.approx({k: float(stored[k]) for k in METRICS})
+    _assert_mlflow_runs(uri, results)
+    _assert_wandb_runs(tmp_path / "wandb", results)
 
     # No planted secret in the MLflow store, its artifacts, or anything W&B wrote
     written = _all_files_text(mlflow_root) + _all_files_text(tmp_path / "wandb")
@@ -362,4 +300,5 @@ def test_a_sweep_logs_one_run_per_cell_to_mlflow_and_wandb_and_no_secret(
     MlflowTracker("other").log("other", "c1", *run_record(results[next(iter(results))]))
     printed = capsys.readouterr()
     assert "planted-mlflow-pw" not in printed.out + printed.err
-    assert len(MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("other").experiment_id])) == 1
+    client = MlflowClient(uri)
+    assert len(client.search_runs([client.get_experiment_by_name("other").experiment_id])) == 1
