@@ -293,6 +293,7 @@ def test_a_sweep_logs_one_run_per_cell_to_mlflow_and_wandb_and_no_secret(
     seen = [json.loads(p.read_text()) for p in (tmp_path / "seen").glob("*.json")]
     assert seen and all(s["cells"] == 3 and 1 <= s["running"] <= 2 and s["running"] + s["waiting"] <= 3
                         for s in seen), seen
+    assert any(s["waiting"] >= 1 for s in seen), seen  # 3 one-CPU cells on 2 CPUs: one waited
     assert not storage.exists("tiny/progress.json")
 
     # A tracking URI's password is never printed (MLflow prints each run's URL by default)
