@@ -19,7 +19,7 @@ PACKAGE = Path(w2sweep.__file__).parent
 CORE = {"config", "config_checks", "config_loading", "costs", "data", "models", "losses", "train", "metrics", "results", "frontier", "storage",
         "layout", "methods", "prompting", "weak", "features", "grid", "cells", "report", "status", "pull",
         "prerequisites", "shots", "consistency", "capacity", "truncation", "cell_objects", "memory"}
-ORCHESTRATION = {"sweep", "claims", "distributed", "telemetry", "cli", "cli_output", "raycompat"}
+ORCHESTRATION = {"sweep", "claims", "distributed", "telemetry", "cli", "cli_output", "raycompat", "trackers"}
 FORBIDDEN = {  # component -> components it must not import, and why
     "config": ({"data"}, "the config schema knows no dataset (references are checked by grid.plan)"),
     "config_checks": ({"data"}, "the config schema knows no dataset (references are checked by grid.plan)"),

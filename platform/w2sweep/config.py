@@ -258,6 +258,9 @@ class SweepConfig(_Strict):
     resources: Resources = Resources()
     max_failures: Int(ge=0, le=100) = 1  # retries of a failed cell before it counts as failed
     max_cells: PositiveInt = DEFAULT_MAX_CELLS  # a bigger grid is refused before its cells are made
+    # Experiment trackers that get one run per finished cell (w2sweep.trackers); their servers come from
+    # the environment, checked when the grid is planned. Not part of any cell id: logging changes no result.
+    trackers: list[Literal["mlflow", "wandb"]] = []
 
     @field_validator("name")
     @classmethod
@@ -275,11 +278,11 @@ class SweepConfig(_Strict):
             raise ValueError(problem)
         return value
 
-    @field_validator("budgets", "seeds", "spending_fractions", "pairs")
+    @field_validator("budgets", "seeds", "spending_fractions", "pairs", "trackers")
     @classmethod
     def _listed_once(cls, value: list, info) -> list:
         """A repeated budget, seed, fraction or pair would be dropped silently when cells are
-        deduplicated; a budget or pair that buys no label would make cells that train on nothing."""
+        deduplicated (a repeated tracker would log every cell twice); a budget or pair that buys no label would make cells that train on nothing."""
         twice = repeated(value)
         if twice:
             raise ValueError(f"{shown(twice[0])} is listed twice; allowed: each value once")

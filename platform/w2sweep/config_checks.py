@@ -61,6 +61,12 @@ def _masked(text: str) -> str:
     return _USERINFO.sub(r"\1***@", text)
 
 
+def without_credentials(text: str) -> str:
+    """`text` with the user:password of any URI in it masked: for lines quoting a server's error,
+    which may name the URL it was called at (MLflow's do)."""
+    return _masked(text)
+
+
 def _not_bool(value: object) -> object:
     """YAML reads `true` as a boolean, and pydantic would read it as 1: a number must be written."""
     if isinstance(value, bool):
@@ -182,3 +188,43 @@ def count_cells(config) -> int:
         per_student += by_sources.get(method.label_sources, len(config.pairs))
     ceiling = 1 if config.ceiling or CEILING in config.methods else 0
     return weaks * len(config.students) * (per_student + ceiling) * len(config.seeds)
+
+
+WANDB_MODES = ("online", "offline", "disabled", "dryrun", "run", "shared")  # what wandb accepts in WANDB_MODE
+
+
+def _wandb_logged_in(environ) -> bool:
+    """An API key for online W&B: WANDB_API_KEY, or the netrc entry `wandb login` writes."""
+    import netrc
+    from urllib.parse import urlsplit as split
+
+    if environ.get("WANDB_API_KEY"):
+        return True
+    host = split(environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or ""
+    try:
+        return netrc.netrc(environ.get("NETRC") or None).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def tracker_problems(trackers: list[str], environ) -> list[str]:
+    """What keeps a config's experiment trackers (`w2sweep.trackers`) from logging, read from the
+    environment their servers come from: refused when the grid is planned, not hours into a sweep.
+    The messages never quote an environment value (a tracking URI may hold a password)."""
+    from importlib.util import find_spec
+
+    problems = []
+    for name in trackers:
+        if find_spec(name) is None:
+            problems.append(f"{name!r} is not installed; install it with pip install 'w2sweep[trackers]'")
+        elif name == "mlflow" and not environ.get("MLFLOW_TRACKING_URI"):
+            problems.append("'mlflow' logs to the server in MLFLOW_TRACKING_URI, which is not set; allowed: "
+                            "http(s)://host:port, or sqlite:///path.db for a local store")
+        elif name == "wandb":
+            mode = environ.get("WANDB_MODE", "online").lower()
+            if mode not in WANDB_MODES:
+                problems.append(f"WANDB_MODE is {clip(mode, 20)!r}; allowed: {', '.join(WANDB_MODES)}")
+            elif mode in ("online", "run", "shared") and not _wandb_logged_in(environ):
+                problems.append("'wandb' online needs an API key: set WANDB_API_KEY or run `wandb login`; "
+                                "or WANDB_MODE=offline (runs written under WANDB_DIR)")
+    return problems

@@ -7,6 +7,7 @@ answer, without loading either; `w2sweep.cells` runs a cell from what it carries
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import warnings
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 
 from w2sweep import costs, layout
 from w2sweep.config import ConfigError, Costs, DatasetSpec, ModelSpec, Resources, SweepConfig, error_line
-from w2sweep.config_checks import local_storage_problem
+from w2sweep.config_checks import local_storage_problem, tracker_problems
 from w2sweep.data import dataset_problem, pools_for, resolve_dataset
 from w2sweep.features import ensure_features, features_key, uses_features
 from w2sweep.features import object_key as features_object_key
@@ -247,6 +248,7 @@ def check_references(config: SweepConfig) -> SweepConfig:
     problem = local_storage_problem(config.storage)  # a file where the root should be: refused at validate
     if problem is not None:
         lines.append(error_line("storage", config.storage, problem))
+    lines += [error_line("trackers", config.trackers, p) for p in tracker_problems(config.trackers, os.environ)]
     resolved = _resolved(config)
     for i, (given, dataset) in enumerate(zip(config.datasets, resolved.datasets)):
         problem = dataset_problem(dataset)

@@ -3,6 +3,7 @@
 Keys are relative to a storage root (`w2sweep.storage.Storage`); a sweep owns one folder::
 
     <sweep>/sweep.yaml                     the resolved config, as run
+    <sweep>/progress.json                  the running driver's count of cells running and waiting
     <sweep>/weak_labels/<key>.parquet      weak supervisor outputs, one per content key
     <sweep>/features/<key>.parquet         a head-only student's frozen-body features
     <sweep>/predictions/<cell_id>.parquet  per-example test predictions, written before the result
@@ -26,6 +27,7 @@ time) stale: its driver or node is gone.
 from __future__ import annotations
 
 SWEEP_YAML = "sweep.yaml"
+PROGRESS = "progress.json"
 RESULTS = "cells"
 RUNNING = "running"
 FAILURES = "failures"
@@ -42,6 +44,11 @@ STALE_AFTER_INTERVALS = 3  # a heartbeat not rewritten for this many intervals i
 
 def sweep_yaml(sweep: str) -> str:
     return f"{sweep}/{SWEEP_YAML}"
+
+
+def progress(sweep: str) -> str:
+    """Written by the driver of a running sweep every few seconds, deleted when it ends."""
+    return f"{sweep}/{PROGRESS}"
 
 
 def folder(sweep: str, name: str) -> str:

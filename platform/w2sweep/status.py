@@ -15,6 +15,9 @@ The grid comes from <sweep>/sweep.yaml, the config as run. The ETA divides the r
 of the running and pending cells (mean wall time of the group's finished cells, else of all finished
 cells) by the number of cells running now; stale cells count in neither. With `failed=True` the
 status also lists each failed cell's axes and the one-line error of its last attempt (`FailedCell`).
+Cells waiting for resources are counted by the running driver alone: it writes <sweep>/progress.json
+every few seconds (`w2sweep.sweep.progress`); an object older than `DRIVER_STALE_SECONDS` is ignored
+(its driver is gone).
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ import yaml
 
 from w2sweep import layout
 from w2sweep.cell_objects import FailedCell, failed_cells, last_beats, listed, wall_seconds
-from w2sweep.storage import Storage
+from w2sweep.storage import Storage, StorageError
 
 STATES = ("done", "running", "failed", "pending")  # the states every status shows
+DRIVER_STALE_SECONDS = 180.0  # the driver rewrites progress.json at least every minute while it runs
 STALE = "stale"  # shown beside them (table column, `totals` key) only when some heartbeat is stale
 
 
@@ -65,6 +69,8 @@ class SweepStatus:
     eta_seconds: float | None = None  # remaining_seconds / cells running now; None when none runs
     warnings: list[str] = field(default_factory=list)
     failed: list[FailedCell] | None = None  # the failed cells; None unless asked for (`failed=True`)
+    waiting_for_resources: int | None = None  # the live driver's count; None without a fresh progress.json
+    driver_seconds_ago: float | None = None  # age of progress.json, when there is one
 
     def states(self) -> tuple[str, ...]:
         """The states shown: `STATES`, and `STALE` after ``running`` when some cell is stale."""
@@ -171,7 +177,21 @@ def sweep_status(storage: Storage, sweep: str, *, failed: bool = False, now: flo
         status.warnings.append(f"{len(left)} heartbeat(s) of finished cells left in {layout.folder(sweep, layout.RUNNING)}/")
     if failed:
         status.failed = failed_cells(storage, sweep, [c for c in cells if states[c.cell_id] == "failed"])
+    _driver_count(storage, sweep, status)
     return status
+
+
+def _driver_count(storage: Storage, sweep: str, status: SweepStatus) -> None:
+    """The waiting count of the driver's progress object, when it is fresh enough to believe."""
+    try:
+        counts = json.loads(storage.read_bytes(layout.progress(sweep)))
+        age = max(0.0, time.time() - float(counts["updated"]))
+        waiting = int(counts["waiting"])
+    except (OSError, StorageError, ValueError, KeyError, TypeError):  # none (no driver ever, or it ended), or unreadable
+        return
+    status.driver_seconds_ago = age
+    if age <= DRIVER_STALE_SECONDS:
+        status.waiting_for_resources = waiting
 
 
 def _duration(seconds: float | None) -> str:
@@ -223,6 +243,12 @@ def format_status(status: SweepStatus) -> str:
     num_cells = sum(totals.values())
     counts = ", ".join(f"{totals[s]} {s}" for s in states[1:])
     lines.append(f"{status.sweep}: {totals['done']}/{num_cells} cells done, {counts}")
+    if status.waiting_for_resources is not None:
+        lines.append(f"waiting for resources: {status.waiting_for_resources} (the driver's count "
+                     f"{_duration(status.driver_seconds_ago)} ago), {totals['running']} running")
+    elif status.driver_seconds_ago is not None:
+        lines.append(f"waiting for resources: unknown (the driver's last count is {_duration(status.driver_seconds_ago)} "
+                     "old: no driver is running?)")
     lines.append(_eta_line(status, totals))
     if totals.get(STALE):
         lines.append(f"{totals[STALE]} stale cell(s): heartbeat not rewritten for over "

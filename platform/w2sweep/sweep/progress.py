@@ -1,28 +1,77 @@
 """The sweep's console progress and its Prometheus metrics: one Tune callback on the driver that
-counts cells as their trials start, finish and fail, and feeds `w2sweep.telemetry`.
+counts cells as their trials start, finish and fail, and feeds `w2sweep.telemetry`. It also keeps
+`layout.progress(sweep)` up to date: how many cells run and how many wait for resources, which only
+the driver knows (`w2sweep status` reads it).
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import time
+from collections import Counter
 
 from ray import tune
 from tqdm import tqdm
 
+from w2sweep import layout
 from w2sweep.config import Resources
 from w2sweep.grid import Cell, cell_gpus
+from w2sweep.storage import Storage, StorageError
 from w2sweep.telemetry import CellTags, SweepMetrics
+
+RECORD_SECONDS = 5.0  # the progress object is written at most this often, when its counts change
+RECORD_ALIVE_SECONDS = 60.0  # and at least this often: `w2sweep status` ignores an object much older
 
 
 def _tags(cell: Cell) -> CellTags:
     return CellTags(sweep=cell.sweep, dataset=cell.dataset.name, student=cell.student.label, method=cell.method)
 
 
+class ProgressObject:
+    """`layout.progress(sweep)`: the counts of this run's cells running and waiting, with the time
+    they were taken. Written when they change (at most every RECORD_SECONDS) and every
+    RECORD_ALIVE_SECONDS anyway, so that a fresh object means a live driver; removed at the end."""
+
+    def __init__(self, storage: Storage, sweep: str, num_cells: int):
+        self.storage, self.key, self.num_cells = storage, layout.progress(sweep), num_cells
+        self.last: tuple[float, dict] = (-float("inf"), {})  # time.monotonic() and counts of the last write
+
+    def counts(self, trials) -> dict[str, int]:
+        """Cells running now, and waiting: their trial is pending (its resources not granted yet) or
+        not made yet (Tune makes trials a few at a time), so they wait for a slot as well."""
+        status = Counter(t.status for t in trials)
+        running, ended = status["RUNNING"], status["TERMINATED"] + status["ERROR"]
+        return {"running": running, "waiting": max(0, self.num_cells - running - ended),
+                "pending_trials": status["PENDING"], "cells": self.num_cells}
+
+    def update(self, trials) -> None:
+        counts, now = self.counts(trials), time.monotonic()
+        last, before = self.last
+        if now - last < (RECORD_ALIVE_SECONDS if counts == before else RECORD_SECONDS):
+            return
+        self.last = (now, counts)
+        try:
+            self.storage.write_bytes(self.key, json.dumps(counts | {"updated": time.time()}).encode())
+        except (OSError, StorageError) as e:  # a status line is not worth a sweep
+            print(f"warning: could not write {self.key}: {type(e).__name__}", file=sys.stderr)
+
+    def remove(self) -> None:
+        """No driver, no count (an object a killed driver leaves behind is ignored once stale)."""
+        try:
+            self.storage.delete(self.key)
+        except (OSError, StorageError):
+            pass
+
+
 class Progress(tune.Callback):
     """One progress bar for the whole grid: done/total, failures in the postfix. It also feeds the
-    sweep's Prometheus metrics (`w2sweep.telemetry`), from the driver only."""
+    sweep's Prometheus metrics (`w2sweep.telemetry`), from the driver only, and, given `storage`,
+    keeps the sweep's `ProgressObject` for `w2sweep status`."""
 
-    def __init__(self, total: int, initial: int, *, cells: list[Cell], todo: list[Cell], resources: Resources):
+    def __init__(self, total: int, initial: int, *, cells: list[Cell], todo: list[Cell], resources: Resources,
+                 storage: Storage | None = None):
+        self.record = ProgressObject(storage, todo[0].sweep, len(todo)) if storage is not None and todo else None
         self.bar = tqdm(total=total, initial=initial, desc="cells", unit="cell", dynamic_ncols=True)
         self.num_failed = 0
         self.cells = {c.cell_id: c for c in todo}
@@ -51,6 +100,12 @@ class Progress(tune.Callback):
 
     def on_step_end(self, iteration, trials, **info):
         self.metrics.refresh()  # gauges fade from Prometheus unless set again (telemetry)
+        if self.record is not None:
+            self.record.update(trials)
+
+    def on_experiment_end(self, trials, **info):
+        if self.record is not None:
+            self.record.remove()
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if trial.trial_id not in self.started:

@@ -26,6 +26,7 @@ from w2sweep.storage import Storage
 from w2sweep.sweep.cluster import _init_ray, keep_credentials_out_of_runtime_envs, storage_env
 from w2sweep.sweep.prerequisites import start_claims, stop_claims, trial_claims
 from w2sweep.sweep.progress import Progress
+from w2sweep.trackers import tracker_callbacks
 
 # What the trial of a Ray Train cell reserves: it only drives the TorchTrainer, whose workers reserve
 # their own CPUs/GPUs. Memory, not a CPU fraction: drivers holding 0.01 CPU each would leave a 2-CPU
@@ -145,7 +146,7 @@ def run_sweep(config: SweepConfig, *, run=run_cell, run_on_workers=run_cell_on_w
     keep_credentials_out_of_runtime_envs()
     claims = start_claims(storage, todo)
     progress = Progress(total=len(cells), initial=report.num_skipped, cells=cells, todo=todo,
-                        resources=config.resources)
+                        resources=config.resources, storage=storage)
     trainable = tune.with_parameters(
         _cell_trainable, cells={c.cell_id: c.to_json() for c in todo}, storage_uri=config.storage,
         env=storage_env(), resources=config.resources.model_dump(), max_failures=config.max_failures,
@@ -177,7 +178,8 @@ def _tuner(config: SweepConfig, storage: Storage, todo: list[Cell], trainable, p
             name=layout.TUNE, storage_path=storage.path(config.name),
             storage_filesystem=None if storage.is_local else storage.filesystem,
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
-            callbacks=[progress, JsonLoggerCallback()], verbose=0,
+            callbacks=[progress, JsonLoggerCallback(), *tracker_callbacks(config.trackers, storage, config.name)],
+            verbose=0,
         ),
     )
 
