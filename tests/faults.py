@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -211,14 +212,36 @@ class RayNodes:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.nodes: list[tuple[subprocess.Popen, str, list]] = []  # (proc, temp dir, log)
+        # Token authentication, with a token of the test's own (never ~/.ray's): every node and the driver.
+        token = workdir / "auth_token"
+        token.write_text(secrets.token_hex(32))
+        self.auth_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
         self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {
-            "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(PLATFORM)}
-        self._start(["--head", f"--port={self.port}", "--num-cpus=0", "--include-dashboard=false",
-                     "--disable-usage-stats"], "head")
+            "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(PLATFORM)} | self.auth_env
+        try:
+            self._start_nodes(workers, cpus_per_worker)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_nodes(self, workers: int, cpus_per_worker: int) -> None:
+        self._start(["--head", f"--port={self.port}", f"--dashboard-port={free_port()}", "--num-cpus=0",
+                     "--include-dashboard=false", "--disable-usage-stats"], "head")
         self._wait_for_gcs()
-        for i in range(workers):
-            self._start([f"--address={self.address}", f"--num-cpus={cpus_per_worker}"], f"worker{i}")
-        self._wait_for_nodes(1 + workers)
+        self._wait_for_node("head")
+        for i in range(workers):  # one at a time, again if it fails: Ray gives a raylet 30 s to register
+            for attempt in range(3):
+                self._start([f"--address={self.address}", f"--num-cpus={cpus_per_worker}"], f"worker{i}")
+                try:
+                    self._wait_for_node(f"worker{i}")
+                    break
+                except AssertionError:
+                    if attempt == 2:
+                        raise
+                    proc, temp, log = self.nodes.pop()
+                    kill_tree(proc.pid, descendants(proc.pid))
+                    log.close()
+                    shutil.rmtree(temp, ignore_errors=True)
 
     def _start(self, args: list[str], name: str) -> None:
         temp = tempfile.mkdtemp(prefix=f"w2f{name[0]}", dir="/tmp")  # short: socket paths live under it
@@ -227,7 +250,7 @@ class RayNodes:
             "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port")]
         cmd = [str(Path(sys.executable).parent / "ray"), "start", "--block", "--node-ip-address=127.0.0.1",
                f"--temp-dir={temp}", f"--object-store-memory={100 * 2**20}", *ports, *args]
-        log = open(self.workdir / f"{name}.log", "w")
+        log = open(self.workdir / f"{name}.log", "w")  # a retry starts it afresh
         proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         self.nodes.append((proc, temp, log))
@@ -245,22 +268,15 @@ class RayNodes:
 
         wait_for(up, timeout, f"a GCS at {self.address}")
 
-    def alive_nodes(self) -> int:
-        out = subprocess.run([str(Path(sys.executable).parent / "ray"), "list", "nodes", "--address",
-                              self.address, "--filter", "state=ALIVE", "--format", "json"],
-                             env=self.env, capture_output=True, text=True, timeout=60)
-        try:
-            return len(json.loads(out.stdout))
-        except ValueError:
-            return 0
+    def _wait_for_node(self, name: str, timeout: float = 180) -> None:
+        """The last node started, `name`, says its runtime started (`ray list nodes` would need the dashboard)."""
+        proc = self.nodes[-1][0]
 
-    def _wait_for_nodes(self, n: int, timeout: float = 180) -> None:
         def ready():
-            for proc, _, _ in self.nodes:
-                assert proc.poll() is None, "a node exited; see its log in the test's tmp_path"
-            return self.alive_nodes() >= n
+            assert proc.poll() is None, f"node {name} exited; see {name}.log in the test's tmp_path"
+            return "Ray runtime started" in (self.workdir / f"{name}.log").read_text(errors="replace")
 
-        wait_for(ready, timeout, f"{n} alive nodes", poll=2)
+        wait_for(ready, timeout, f"node {name} started", poll=1)
 
     def worker_busy(self, i: int) -> bool:
         """Whether worker node `i` runs a Tune trial (a cell) now."""
@@ -288,3 +304,15 @@ class RayNodes:
                 pass
             log.close()
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def tune_failures(sweep_dir: Path) -> dict[str, int]:
+    """Cell id -> failed attempts of its trial, from the newest Ray Tune experiment state under a local
+    sweep folder (`<sweep>/tune/experiment_state-*.json`): the cells Tune trained again."""
+    states = sorted((sweep_dir / "tune").glob("experiment_state-*.json"))
+    if not states:
+        return {}
+    failures = {}
+    for trial, runtime in json.loads(states[-1].read_text())["trial_data"]:
+        failures[json.loads(trial)["config"]["cell_id"]] = json.loads(runtime)["num_failures"]
+    return failures

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import tiny_config
 from faults import (RayNodes, audit, descendants, grid_ids, kill_tree, predictions_ids, result_ids, run_sweep_to_end,
-                    snapshot, start_sweep, sweep_env, wait_for)
+                    snapshot, start_sweep, sweep_env, tune_failures, wait_for)
 from s3servers import SeaweedFS
 
 SWEEP = "tiny"
@@ -100,7 +100,7 @@ def test_worker_node_killed_mid_sweep_loses_and_duplicates_no_cell(tmp_path, wri
     ids, storage = grid_ids(path), _storage(str(store))
     cluster = RayNodes(tmp_path, workers=2)
     try:
-        env = sweep_env(RAY_ADDRESS=cluster.address)
+        env = sweep_env(RAY_ADDRESS=cluster.address, **cluster.auth_env)
         log = tmp_path / "run1.log"
         proc = start_sweep(path, tmp_path, env, log)
         try:
@@ -124,9 +124,15 @@ def test_worker_node_killed_mid_sweep_loses_and_duplicates_no_cell(tmp_path, wri
             assert rerun == 0, first[-3000:]
         else:
             assert proc.returncode == 0, first[-3000:]
-        _settle(storage, ids, at_kill, first, done_before_kill=len(at_kill.results),
-                in_flight_at_kill=len(in_flight), retrained_at_most=len(in_flight),
-                finished_by_first_run=len(done_first), needed_rerun=rerun is not None)
+        retried = {cell: n for cell, n in tune_failures(store / SWEEP).items() if n}  # Tune's state of the last run
+        counts = dict(done_before_kill=len(at_kill.results), in_flight_at_kill=len(in_flight),
+                      finished_by_first_run=len(done_first), needed_rerun=rerun is not None,
+                      retrained_by_tune=sum(retried.values()),
+                      retrained_by_rerun=len(set(in_flight) - done_first))
+        _settle(storage, ids, at_kill, first, **counts)
+        # The killed node was running a cell: that cell ran again (a Tune retry, or the re-run).
+        assert counts["retrained_by_tune"] + counts["retrained_by_rerun"] >= 1, counts
+        assert set(retried) <= set(in_flight), (retried, in_flight)
     finally:
         cluster.stop()
 
