@@ -63,6 +63,9 @@ class Audit:
     duplicated: list[str] = field(default_factory=list)  # extra objects / an id stored under two keys
     corrupt: list[str] = field(default_factory=list)  # unparseable, id != key, predictions missing/bad
     overwritten: list[str] = field(default_factory=list)  # a result from before the fault was written again
+    # Not a fault of the stored data by itself: cells whose predictions were written after their result,
+    # i.e. trained again once done (the predictions must still agree with the result: else `corrupt`).
+    predictions_after_result: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -70,7 +73,8 @@ class Audit:
 
     def summary(self, **extra) -> str:
         counts = dict(cells=len(self.expected), lost=len(self.lost), duplicated=len(self.duplicated),
-                      corrupt=len(self.corrupt), overwritten=len(self.overwritten), **extra)
+                      corrupt=len(self.corrupt), overwritten=len(self.overwritten),
+                      predictions_after_result=len(self.predictions_after_result), **extra)
         details = {k: v for k, v in (("lost", self.lost), ("duplicated", self.duplicated),
                                      ("corrupt", self.corrupt), ("overwritten", self.overwritten)) if v}
         return f"{counts} {details if details else ''}"
@@ -102,13 +106,27 @@ def audit(storage, sweep: str, expected: list[str], before: Snapshot | None = No
         seen[cell_id] = seen.get(cell_id, 0) + 1
     found.duplicated += sorted(f"{cell_id} x{n}" for cell_id, n in seen.items() if n > 1)
 
+    rows = {cell_id: row for cell_id, row in zip(stored_ids, table.to_dict("records"))} if len(table) else {}
+    predictions_modified = storage.list_modified(layout.folder(sweep, layout.PREDICTIONS), suffix=".parquet")
+    results_modified = storage.list_modified(layout.folder(sweep, layout.RESULTS), suffix=".json")
     for cell_id in sorted(set(expected) & set(by_id)):
+        key = layout.predictions(sweep, cell_id)
         try:
-            frame = pd.read_parquet(io.BytesIO(storage.read_bytes(layout.predictions(sweep, cell_id))))
-            if tuple(frame.columns) != PREDICTION_COLUMNS or len(frame) == 0:
-                found.corrupt.append(f"predictions of {cell_id}: columns {tuple(frame.columns)}, {len(frame)} rows")
+            frame = pd.read_parquet(io.BytesIO(storage.read_bytes(key)))
         except Exception as e:  # missing or unreadable: both corrupt a done cell
             found.corrupt.append(f"predictions of {cell_id}: {type(e).__name__}")
+            continue
+        if tuple(frame.columns) != PREDICTION_COLUMNS or len(frame) == 0:
+            found.corrupt.append(f"predictions of {cell_id}: columns {tuple(frame.columns)}, {len(frame)} rows")
+            continue
+        row = rows.get(cell_id)
+        if row is not None:  # the predictions are the result's: same test pool, same hits (float32 p: +-1)
+            hits = int(((frame["p"] > 0.5) == (frame["gold"] == 1)).sum())
+            if len(frame) != row["num_test"] or abs(hits - row["accuracy"] * row["num_test"]) > 1.01:
+                found.corrupt.append(f"predictions of {cell_id}: {hits}/{len(frame)} hits, the result says "
+                                     f"accuracy {row['accuracy']} of {row['num_test']}")
+        if predictions_modified.get(key, 0) > results_modified.get(by_id[cell_id], float("inf")):
+            found.predictions_after_result.append(cell_id)
 
     if before is not None:
         now = snapshot(storage, sweep)
@@ -306,13 +324,16 @@ class RayNodes:
             shutil.rmtree(temp, ignore_errors=True)
 
 
-def tune_failures(sweep_dir: Path) -> dict[str, int]:
-    """Cell id -> failed attempts of its trial, from the newest Ray Tune experiment state under a local
-    sweep folder (`<sweep>/tune/experiment_state-*.json`): the cells Tune trained again."""
-    states = sorted((sweep_dir / "tune").glob("experiment_state-*.json"))
+def tune_failures(storage, sweep: str) -> dict[str, int]:
+    """Cell id -> failed attempts of its trial, from the newest Ray Tune experiment state of the sweep
+    (`<sweep>/tune/experiment_state-*.json`, local or in the bucket): trials Tune started again."""
+    from w2sweep import layout
+
+    states = [k for k in storage.list(layout.folder(sweep, layout.TUNE), suffix=".json")
+              if k.rsplit("/", 1)[1].startswith("experiment_state-")]
     if not states:
         return {}
     failures = {}
-    for trial, runtime in json.loads(states[-1].read_text())["trial_data"]:
+    for trial, runtime in json.loads(storage.read_bytes(sorted(states)[-1]))["trial_data"]:
         failures[json.loads(trial)["config"]["cell_id"]] = json.loads(runtime)["num_failures"]
     return failures

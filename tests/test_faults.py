@@ -74,6 +74,13 @@ def test_audit_catches_planted_lost_duplicated_corrupt_and_overwritten_results(t
     assert any("stray.json: holds cell_id c1" in line for line in found.corrupt)
     assert not found.ok
 
+    write_predictions(storage, SWEEP, "c1", [0, 1], [0, 1], [0.9, 0.9])  # 1 hit of 2, the result says 0.5
+    assert audit(storage, SWEEP, ["c1"]).predictions_after_result == ["c1"]
+    write_predictions(storage, SWEEP, "c1", [0, 1, 2, 3], [0, 1, 0, 1], [0.9, 0.1, 0.9, 0.1])
+    assert "predictions of c1: 0/4 hits, the result says accuracy 0.5 of 2" in audit(storage, SWEEP, ["c1"]).corrupt
+    write_predictions(storage, SWEEP, "c1", [0, 1], [0, 1], [0.2, 0.9])
+
+    storage.write_bytes(layout.result(SWEEP, "c1"), _fake_result("c1"))  # newer than its predictions again
     storage.write_bytes(layout.result(SWEEP, "c3"), _fake_result("c3"))
     storage.delete(layout.result(SWEEP, "stray"))
     storage.write_once(layout.result(SWEEP, "c2"), _fake_result("c2"))
@@ -124,7 +131,7 @@ def test_worker_node_killed_mid_sweep_loses_and_duplicates_no_cell(tmp_path, wri
             assert rerun == 0, first[-3000:]
         else:
             assert proc.returncode == 0, first[-3000:]
-        retried = {cell: n for cell, n in tune_failures(store / SWEEP).items() if n}  # Tune's state of the last run
+        retried = {cell: n for cell, n in tune_failures(storage, SWEEP).items() if n}  # Tune's state of the last run
         counts = dict(done_before_kill=len(at_kill.results), in_flight_at_kill=len(in_flight),
                       finished_by_first_run=len(done_first), needed_rerun=rerun is not None,
                       retrained_by_tune=sum(retried.values()),
@@ -224,7 +231,10 @@ def test_s3_server_down_30s_mid_sweep_loses_and_duplicates_no_cell(own_seaweedfs
                   running_at_outage=len(before.running), first_run_exit=proc.returncode,
                   finished_by_first_run=len(done_first), results_lost_by_first_run=len(lost_by_first),
                   retrained_by_rerun=len((set(before.running) | set(lost_by_first)) - done_first),
-                  needed_rerun=rerun is not None)
+                  needed_rerun=rerun is not None,
+                  # trials Tune started again (an attempt that failed at the heartbeat write trained
+                  # nothing; one that failed at the heartbeat delete had trained and written its result)
+                  tune_retries=sum(tune_failures(storage, SWEEP).values()))
     _settle(storage, ids, before, first, **counts)
     if not has_retry:  # that one assertion skipped, the rest of the test stands: a warning, not a skip
         warnings.warn("SweepConfig has no `result_write_timeout_s` (no result-write retry yet): not asserting that "
