@@ -11,7 +11,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test test-slow clean reproduce-results
+.PHONY: venv demo test test-slow test-faults clean reproduce-results
 
 venv: $(STAMP)
 
@@ -34,6 +34,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+# Real faults mid-sweep (tests/test_faults.py): a Ray worker node killed, `w2sweep run` killed, the S3
+# server down for 30 s; then every cell has exactly one result. ~10 min on 2 cores.
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest -m faults tests/test_faults.py
 
 # docs/results/: the real-data sweep from scratch (its storage folder is removed first, so every cell
 # is recomputed), then its frontier; the published copies in docs/results/ are not touched.
