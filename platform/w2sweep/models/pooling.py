@@ -12,6 +12,7 @@ without a pooling config (plain BERT, causal LMs, tiny configs) keep transformer
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from w2sweep.models.registry import ModelError
@@ -26,7 +27,7 @@ def checkpoint_pooling(path: str | Path) -> str | None:
     """The pooling mode a sentence-transformers checkpoint at `path` declares (its modules.json's
     Pooling module, else ``1_Pooling/``), or None when it declares none. Reads two small JSON files:
     cheap enough for planning."""
-    root = Path(path).expanduser()
+    root = Path(os.path.expanduser(path))
     folder = "1_Pooling"
     modules = root / "modules.json"
     if modules.is_file():

@@ -4,6 +4,7 @@ download, no weights loaded, so a config is checked in milliseconds before any c
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +75,7 @@ def model_kind(ref: str) -> str:
         return "packaged"
     if ref in TINY:
         return "tiny"
-    if Path(ref).expanduser().is_dir():
+    if Path(os.path.expanduser(ref)).is_dir():
         return "local"
     if _HUB_ID.fullmatch(ref):
         return "hub"
@@ -112,7 +113,7 @@ def check_model_reference(ref: str) -> None:
     """Raise ModelError (one line) unless `ref` names a model this machine can load or fetch: a
     local directory must hold a config, weights and tokenizer files (`local_directory_problem`)."""
     if model_kind(ref) == "local":
-        problem = local_directory_problem(Path(ref).expanduser())
+        problem = local_directory_problem(Path(os.path.expanduser(ref)))
         if problem is not None:
             raise ModelError(problem)
 
@@ -130,7 +131,7 @@ def num_params(ref: str) -> float | None:
     if found:
         number, unit = found[-1]
         return float(number) * (1e6 if unit.lower() == "m" else 1e9)
-    config = Path(ref).expanduser() / "config.json"
+    config = Path(os.path.expanduser(ref)) / "config.json"
     if kind == "local" and config.exists():
         import json
 
