@@ -14,6 +14,12 @@ from w2sweep.grid import Cell, cell_gpus
 from w2sweep.telemetry import CellTags, SweepMetrics
 
 
+def one_line(error) -> str:
+    """The last line of a trial's error (its exception's own message), cut to 500 characters."""
+    lines = str(error).strip().splitlines()
+    return lines[-1][:500] if lines else type(error).__name__
+
+
 def _tags(cell: Cell) -> CellTags:
     return CellTags(sweep=cell.sweep, dataset=cell.dataset.name, student=cell.student.label, method=cell.method)
 
@@ -74,4 +80,7 @@ class Progress(tune.Callback):
         self.metrics.failed(_tags(cell), seconds=seconds, num_gpus=self.num_gpus[cell.cell_id])
         self.num_failed += 1
         self.bar.set_postfix(failed=self.num_failed)
+        # One line per failed cell; its traceback is in the run's log file (`w2sweep.sweep.logs`).
+        self.bar.write(f"cell {cell.cell_id} ({cell.student.label}, {cell.method}, budget {cell.budget:g}) "
+                       f"failed: {one_line(trial.get_error() or 'no error recorded')}")
         self.bar.update(1)
