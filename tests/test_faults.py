@@ -27,13 +27,12 @@ from w2sweep.sweep.heartbeat import Heartbeat
 
 def _config(root, **overrides) -> dict:
     """One seq-sft cell whose weak stage trains 4 epochs, validating after each."""
-    return tiny_config(
-        str(root),
-        datasets=[dict(name="synthetic-sentiment", source="synthetic", num_examples=400,
-                       pools=dict(weak_train=40, val=30, test=40, weak_label=80, oracle=60))],
-        weak_supervisors=[dict(model="tiny-bert", name="tiny-weak", epochs=1, max_length=16)],
-        students=[dict(model="tiny-bert", name="full", epochs=4, max_length=16, batch_size=16, patience=10)],
-        budgets=[12], spending_fractions=[0.5], **overrides)
+    return tiny_config(str(root), **{
+        "datasets": [dict(name="synthetic-sentiment", source="synthetic", num_examples=400,
+                          pools=dict(weak_train=40, val=30, test=40, weak_label=80, oracle=60))],
+        "weak_supervisors": [dict(model="tiny-bert", name="tiny-weak", epochs=1, max_length=16)],
+        "students": [dict(model="tiny-bert", name="full", epochs=4, max_length=16, batch_size=16, patience=10)],
+        "budgets": [12], "spending_fractions": [0.5], **overrides})
 
 
 _KILL_AFTER = """

@@ -4,6 +4,7 @@ counts cells as their trials start, finish and fail, and feeds `w2sweep.telemetr
 
 from __future__ import annotations
 
+import os
 import time
 
 from ray import tune
@@ -18,6 +19,16 @@ def one_line(error) -> str:
     """The last line of a trial's error (its exception's own message), cut to 500 characters."""
     lines = str(error).strip().splitlines()
     return lines[-1][:500] if lines else type(error).__name__
+
+
+def _last_error(trial) -> str:
+    """The last line of the trial's error file, which Tune writes on the driver before this callback
+    (`Trial.get_error` reads the copy in storage, which may not be synced yet)."""
+    path = trial.error_file
+    if path and os.path.exists(path):
+        with open(path) as f:
+            return one_line(f.read())
+    return "no error recorded"
 
 
 def _tags(cell: Cell) -> CellTags:
@@ -82,5 +93,5 @@ class Progress(tune.Callback):
         self.bar.set_postfix(failed=self.num_failed)
         # One line per failed cell; its traceback is in the run's log file (`w2sweep.sweep.logs`).
         self.bar.write(f"cell {cell.cell_id} ({cell.student.label}, {cell.method}, budget {cell.budget:g}) "
-                       f"failed: {one_line(trial.get_error() or 'no error recorded')}")
+                       f"failed: {_last_error(trial)}")
         self.bar.update(1)
