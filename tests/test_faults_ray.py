@@ -116,3 +116,38 @@ def test_a_failed_cell_is_one_console_line_and_its_traceback_is_in_the_runs_log_
     again = w2sweep("--retry-failed")  # only the failed cell runs again (and fails again)
     assert again.returncode == 1, again.stderr[-3000:]
     assert "0 cells finished, 1 already done, 1 failed (of 2)" in again.stdout
+
+
+_PROBE = """
+import os, psutil, ray
+from w2sweep.storage import in_storage_env
+from w2sweep.sweep import _init_ray, storage_env
+
+_init_ray()
+assert os.environ["AWS_SECRET_ACCESS_KEY"] == "{secret}"  # the driver keeps its own
+
+@ray.remote
+def environment():
+    return dict(os.environ)
+
+@ray.remote
+def with_storage_env(env):
+    return in_storage_env(env, lambda: os.environ.get("AWS_SECRET_ACCESS_KEY"))
+
+seen = [p.environ() for p in psutil.Process().children(recursive=True)] + [ray.get(environment.remote())]
+print("processes", len(seen), "with secret", sum("{secret}" in str(e) for e in seen))
+print("task gets it as an argument:", ray.get(with_storage_env.remote(storage_env())) == "{secret}")
+"""
+
+
+def test_a_local_clusters_processes_start_without_the_drivers_storage_secrets(tmp_path):
+    """Raylet, GCS, workers: none inherits AWS_* secrets; a trial gets them as a task argument
+    (`storage_env`, tests/test_storage_sweep_s3.py runs cells that read and write S3 that way)."""
+    secret = "w2sweep-test-secret-" + os.urandom(6).hex()
+    env = dict(os.environ, RAY_ADDRESS="", AWS_ACCESS_KEY_ID="w2sweep-test-key", AWS_SECRET_ACCESS_KEY=secret)
+    done = subprocess.run([sys.executable, "-c", _PROBE.replace("{secret}", secret)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    processes = done.stdout.split("processes ")[1].split()
+    assert int(processes[0]) >= 3 and processes[3] == "0", done.stdout
+    assert "task gets it as an argument: True" in done.stdout

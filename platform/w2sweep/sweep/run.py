@@ -168,7 +168,8 @@ def run_sweep(config: SweepConfig, *, retry_failed: bool = False, run=run_cell,
         storage.write_bytes(layout.sweep_yaml(config.name), config_snapshot(config))
         return report
     with ray_logs_in_file(run_log_path(storage, config.name)):
-        _init_ray()  # first: a run that cannot reach its cluster (ClusterError) writes nothing
+        # first: a run that cannot reach its cluster (ClusterError) writes nothing
+        _init_ray(keep_credentials=not storage.is_local and any(uses_ray_train(c.student) for c in todo))
         storage.write_bytes(layout.sweep_yaml(config.name), config_snapshot(config))
         keep_credentials_out_of_runtime_envs()
         claims = start_claims(storage, todo)
