@@ -41,6 +41,7 @@ class StorageHooks(TrainHooks):
             self._version = None
         self.resumed = self._version is not None
         self._local: str | None = None
+        self._latest_saved: str | None = None  # the version this attempt wrote last; the one before goes
 
     def _path(self, version: str) -> str:
         return self.storage.path(layout.checkpoint_version(self.sweep, self.cell_id, version))
@@ -69,18 +70,17 @@ class StorageHooks(TrainHooks):
         if previous is not None:
             self._delete(self._path(previous))
 
-    _latest_saved: str | None = None  # the version this attempt wrote last (the one before it is deleted)
-
     def _delete(self, path: str) -> None:
         try:
             self.storage.filesystem.delete_dir(path)
-        except (OSError, FileNotFoundError) as e:  # leftovers cost space, not correctness
+        except OSError as e:  # leftovers cost space, not correctness
             log.warning("could not delete checkpoint %s: %s", path, e)
 
     def discard(self) -> None:
         """Delete the cell's checkpoints: called once its result is stored, which is what counts."""
         self.cleanup()
-        self._delete(self.storage.path(layout.checkpoints(self.sweep, self.cell_id)))
+        if self.resumed or self._latest_saved is not None:  # a prompted cell saved nothing
+            self._delete(self.storage.path(layout.checkpoints(self.sweep, self.cell_id)))
 
     def cleanup(self) -> None:
         if self._local is not None:
