@@ -28,19 +28,34 @@ def run_log_path(storage: Storage, sweep: str) -> Path:
     return cache / "logs" / sweep / name
 
 
+class _FileOnFirstRecord(logging.FileHandler):
+    """A file handler that creates its file (and folder) only when a record comes: a run that stops
+    before it starts (no cluster at RAY_ADDRESS) leaves nothing in storage."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, delay=True)
+
+    def _open(self):
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
+def announce(path: Path) -> None:
+    """The run's one console line about the file (printed once Ray is up)."""
+    print(f"Ray's log lines and the tracebacks of failed attempts (if any): {path}", flush=True)
+
+
 @contextlib.contextmanager
 def ray_logs_in_file(path: Path):
     """While the block runs, every record of the ``ray`` loggers (Ray Core, Tune, Train) goes to `path`
     instead of Ray's console handler; the handlers are put back afterwards."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path)
+    handler = _FileOnFirstRecord(path)
     handler.setFormatter(logging.Formatter("%(asctime)s\t%(levelname)s %(name)s:%(lineno)s -- %(message)s"))
     ray_logger = logging.getLogger("ray")
     before = list(ray_logger.handlers)
     for h in before:
         ray_logger.removeHandler(h)
     ray_logger.addHandler(handler)
-    print(f"Ray's log lines and the tracebacks of failed attempts: {path}", flush=True)
     try:
         yield path
     finally:

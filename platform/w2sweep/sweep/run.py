@@ -25,7 +25,7 @@ from w2sweep.storage import Storage
 from w2sweep.sweep.cluster import _init_ray, keep_credentials_out_of_runtime_envs, storage_env
 from w2sweep.sweep.prerequisites import start_claims, stop_claims, trial_claims
 from w2sweep.sweep.heartbeat import Heartbeat
-from w2sweep.sweep.logs import ray_logs_in_file, run_log_path
+from w2sweep.sweep.logs import announce, ray_logs_in_file, run_log_path
 from w2sweep.sweep.progress import Progress, one_line
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def run_sweep(config: SweepConfig, *, retry_failed: bool = False, run=run_cell,
     max_failures, env, claims, run, write_timeout_s) -> metrics` is what the trial of a multi-worker
     cell calls. Both must be picklable by reference or by value (they travel to the trials); a
     benchmark passes stand-ins (bench/packing.py); a test kills a worker with a `run` that wraps
-    `run_cell` (tests/test_distributed.py, tests/test_faults.py).
+    `run_cell` (tests/test_distributed.py, tests/test_surviving.py).
 
     Ray's own log lines (start-up warnings, a traceback per failed attempt) go to a log file whose
     path is printed once (`w2sweep.sweep.logs`); the console shows the progress bar and one line per
@@ -167,9 +167,10 @@ def run_sweep(config: SweepConfig, *, retry_failed: bool = False, run=run_cell,
     if not todo:
         storage.write_bytes(layout.sweep_yaml(config.name), config_snapshot(config))
         return report
-    with ray_logs_in_file(run_log_path(storage, config.name)):
+    with ray_logs_in_file(run_log_path(storage, config.name)) as log_path:
         # first: a run that cannot reach its cluster (ClusterError) writes nothing
         _init_ray(keep_credentials=not storage.is_local and any(uses_ray_train(c.student) for c in todo))
+        announce(log_path)
         storage.write_bytes(layout.sweep_yaml(config.name), config_snapshot(config))
         keep_credentials_out_of_runtime_envs()
         claims = start_claims(storage, todo)

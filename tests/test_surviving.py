@@ -2,7 +2,7 @@
 middle of training resumes from its last checkpoint in storage and ends with an uninterrupted cell's
 result; result writes wait out a storage outage and then name the object; the heartbeat is refreshed
 and its deletion never hides a cell's own error. (The same through real Ray Tune:
-tests/test_faults_ray.py.)"""
+tests/test_surviving_ray.py.)"""
 
 import json
 import logging
