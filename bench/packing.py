@@ -86,7 +86,7 @@ class SleepCell:
         self.time_scale = time_scale
         self.default_resources = default_resources
 
-    def __call__(self, cell, storage, *, claims, hooks=None):
+    def __call__(self, cell, storage, *, claims, hooks=None, **_):
         from w2sweep.grid import worker_resources
         from w2sweep.prerequisites import ensure_prerequisites
         from w2sweep.results import CellResult, cell_key
@@ -110,7 +110,7 @@ class SleepCell:
         return result
 
 
-def sleep_on_workers(cell, storage_uri, *, resources, max_failures, env, claims, run) -> dict:
+def sleep_on_workers(cell, storage_uri, *, resources, max_failures, env, claims, run, **_) -> dict:
     """The stand-in for `run_cell_on_workers`: reserve what Ray Train's worker group would, wait for
     it, run `run` as rank 0 would, release it."""
     import ray

@@ -186,7 +186,7 @@ def _killing(stage: int, epoch: int, rank: int, marker: str):
     records that it happened, so the restarted worker group runs through. Defined inside a function,
     so that Ray pickles it by value (the workers cannot import this test module)."""
 
-    def run(cell, storage, *, claims, hooks):
+    def run(cell, storage, *, claims, hooks, **options):
         import ray.train
 
         from w2sweep.cells import run_cell
@@ -207,7 +207,7 @@ def _killing(stage: int, epoch: int, rank: int, marker: str):
             save_and_report(save, metrics)
 
         hooks.on_epoch_end = on_epoch_end
-        return run_cell(cell, storage, claims=claims, hooks=hooks)
+        return run_cell(cell, storage, claims=claims, hooks=hooks, **options)
 
     return run
 

@@ -11,6 +11,9 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import tenacity
+
+from w2sweep import layout
 
 from w2sweep.data import Pools, pools_for
 from w2sweep.features import Features, head_on_features, load_features
@@ -22,9 +25,12 @@ from w2sweep.prerequisites import KeyClaims, NoClaims, ensure_prerequisites
 from w2sweep.prompting import fewshot_prefix, load_causal_lm, prompt_scores, prompt_text, warn_if_truncated
 from w2sweep.results import CellResult, write_predictions
 from w2sweep.shots import prompt_overflow, prompt_shots
-from w2sweep.storage import AlreadyExists, Storage
+from w2sweep.storage import AlreadyExists, Storage, StorageError
 from w2sweep.train import TokenizedTexts, TrainHooks, fine_tune, is_main_process, predict
 from w2sweep.weak import WeakLabels, load_weak_labels
+
+# How long a finished cell keeps trying to store its predictions and result (`SweepConfig.result_write_timeout_s`).
+RESULT_WRITE_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -149,7 +155,7 @@ def warm_up(cell: Cell) -> None:
 
 
 def run_cell(cell: Cell, storage: Storage, *, claims: KeyClaims = NoClaims(),
-             hooks: TrainHooks | None = None) -> CellResult:
+             hooks: TrainHooks | None = None, write_timeout_s: float = RESULT_WRITE_TIMEOUT_S) -> CellResult:
     """Run the cell's method (fine-tune the student through its stages, or prompt it), evaluate on
     the test pool against gold labels, and write the result once. A stage's n examples are the first
     n of its pool (or with +active the n the student is least sure of), so a larger budget's labels
@@ -158,6 +164,7 @@ def run_cell(cell: Cell, storage: Storage, *, claims: KeyClaims = NoClaims(),
     The same function runs in one process and on every rank of a torch.distributed group (a Ray
     Train worker group, `w2sweep.distributed`): training goes through DeepSpeed there, every rank
     returns the result, and only rank 0 writes it. `hooks` checkpoint and resume the training.
+    Writing the predictions and the result is retried for up to `write_timeout_s` seconds.
     The result records the GPUs the cell held (`cell.num_gpus`) and their GPU-seconds.
 
     First the cell's prerequisites, under `claims` (`w2sweep.prerequisites`)."""
@@ -193,9 +200,31 @@ def run_cell(cell: Cell, storage: Storage, *, claims: KeyClaims = NoClaims(),
     if not is_main_process():
         return result
     # Predictions first: the result object marks the cell done, so whoever sees it finds them too.
-    write_predictions(storage, cell.sweep, cell.cell_id, np.arange(len(pools.test)), pools.test.labels, scores)
+    _patiently(storage.url(layout.predictions(cell.sweep, cell.cell_id)), write_timeout_s, write_predictions,
+               storage, cell.sweep, cell.cell_id, np.arange(len(pools.test)), pools.test.labels, scores)
     try:
-        storage.write_once(cell.result_key, result.to_json())
+        _patiently(storage.url(cell.result_key), write_timeout_s, storage.write_once, cell.result_key,
+                   result.to_json())
     except AlreadyExists:
         pass  # another attempt of this cell finished first; its result stands
     return result
+
+
+def _transient(e: BaseException) -> bool:
+    """A storage failure worth waiting out (an outage, a timeout); not `AlreadyExists`, an answer."""
+    return isinstance(e, (StorageError, OSError)) and not isinstance(e, AlreadyExists)
+
+
+def _patiently(what: str, timeout_s: float, write, *args):
+    """`write(*args)`, retried with exponential backoff for up to `timeout_s` seconds: a trained cell is
+    not thrown away for a short storage outage (each try already has the backend's own retries). Then
+    a `StorageError` naming `what`, the object whose write failed, from the last error."""
+    retrying = tenacity.Retrying(stop=tenacity.stop_after_delay(timeout_s),
+                                 wait=tenacity.wait_exponential_jitter(initial=1, max=30),
+                                 retry=tenacity.retry_if_exception(_transient), reraise=False)
+    try:
+        return retrying(write, *args)
+    except tenacity.RetryError as e:
+        last = e.last_attempt.exception()
+        raise StorageError(f"storage error: writing {what} failed for {timeout_s:g} s "
+                           f"({e.last_attempt.attempt_number} attempts): {last}") from last

@@ -21,6 +21,7 @@ _EPILOG = """\
 examples:
   w2sweep validate jobs/configs/demo.yaml      # cells and label counts, no compute
   w2sweep run jobs/configs/demo.yaml           # local Ray, or the cluster in $RAY_ADDRESS
+  w2sweep run --retry-failed jobs/configs/demo.yaml  # only the cells that failed before
   w2sweep frontier outputs/demo                # curves/frontier/regimes/budget_table/pgr CSVs, plots, report.html
   w2sweep frontier outputs/demo --c-weak 0.5,0.1,0.01  # the same results re-costed at other weak-label prices
   w2sweep pull s3://bucket/w2s/demo --out demo/ # download the frontier (recomputed first if stale)
@@ -105,7 +106,7 @@ def cmd_run(args) -> int:
         raise BadInput([clip(str(e), MAX_MESSAGE)]) from None
 
     try:
-        report = run_sweep(config)
+        report = run_sweep(config, retry_failed=args.retry_failed)
     except ClusterError as e:  # no cluster at RAY_ADDRESS: raised before anything is written or trained
         raise BadInput([clip(str(e), MAX_MESSAGE)]) from None
     closing = shutdown_in_background()  # Ray is not needed for the frontier
@@ -306,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="sweep YAML file")
     p.add_argument("--tolerance", type=float, default=0.01,
                    help="accuracy gap within which a regime's endpoints count as tied (default 0.01)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="run only the cells that failed before (those with a failures/ object); a plain "
+                        "run runs every cell without a result, failed ones included")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("frontier", help="aggregate a sweep's results into CSVs, plots and report.html")
     p.add_argument("sweep", metavar="STORAGE/SWEEP", help="storage root and sweep name, e.g. outputs/demo")

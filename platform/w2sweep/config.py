@@ -257,6 +257,9 @@ class SweepConfig(_Strict):
     seeds: Annotated[list[Int(ge=0, le=MAX_SEED)], Field(min_length=1)] = [0]
     resources: Resources = Resources()
     max_failures: Int(ge=0, le=100) = 1  # retries of a failed cell before it counts as failed
+    # How long a trained cell keeps retrying to store its predictions and result (a storage outage)
+    # before it fails. Not part of any cell's identity.
+    result_write_timeout_s: Real(ge=0, le=86400) = 300.0
     max_cells: PositiveInt = DEFAULT_MAX_CELLS  # a bigger grid is refused before its cells are made
     # Experiment trackers that get one run per finished cell (w2sweep.trackers); their servers come from
     # the environment, checked when the grid is planned. Not part of any cell id: logging changes no result.

@@ -34,7 +34,7 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from w2sweep import layout
-from w2sweep.cells import run_cell
+from w2sweep.cells import RESULT_WRITE_TIMEOUT_S, run_cell
 from w2sweep.grid import Cell, worker_resources
 from w2sweep.config import Resources
 from w2sweep.prerequisites import KeyClaims, NoClaims
@@ -97,7 +97,8 @@ def _train_loop_per_worker(config: dict) -> None:
     try:
         final = hooks.final_metrics()  # a restart after the last report has nothing left to train
         if final is None:
-            result = config["run"](cell, Storage.from_uri(config["storage_uri"]), claims=config["claims"], hooks=hooks)
+            result = config["run"](cell, Storage.from_uri(config["storage_uri"]), claims=config["claims"], hooks=hooks,
+                                   write_timeout_s=config["write_timeout_s"])
             stages = [s for s in hooks.stages if s is not None]
             final = {
                 "accuracy": result.accuracy, "auroc": result.auroc, "wall_seconds": result.wall_seconds,
@@ -138,9 +139,10 @@ def _pinned_ray_address():
 
 def run_cell_on_workers(cell: Cell, storage_uri: str, *, resources: Resources, max_failures: int,
                         env: dict[str, str] | None = None, keep_checkpoints: bool = False,
-                        claims: KeyClaims = NoClaims(), run=run_cell) -> dict:
+                        claims: KeyClaims = NoClaims(), run=run_cell,
+                        write_timeout_s: float = RESULT_WRITE_TIMEOUT_S) -> dict:
     """Train and evaluate `cell` on `cell.student.num_workers` Ray Train workers, each of which calls
-    `run(cell, storage, claims=claims, hooks=...)` (rank 0 makes sure of the prerequisites under
+    `run(cell, storage, claims=claims, hooks=..., write_timeout_s=...)` (rank 0 makes sure of the prerequisites under
     `claims`, `w2sweep.prerequisites`); return the final metrics (accuracy, auroc, wall_seconds,
     num_steps, num_steps_run, train_losses per stage, resumed).
 
@@ -154,7 +156,7 @@ def run_cell_on_workers(cell: Cell, storage_uri: str, *, resources: Resources, m
     trainer = TorchTrainer(
         _train_loop_per_worker,
         train_loop_config={"cell": cell.to_json(), "storage_uri": storage_uri, "env": ray.put(env or {}),
-                           "claims": claims, "run": run},
+                           "claims": claims, "run": run, "write_timeout_s": write_timeout_s},
         scaling_config=ScalingConfig(num_workers=student.num_workers, use_gpu=use_gpu,
                                      resources_per_worker=per_worker if use_gpu else {"CPU": per_worker["CPU"]}),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),

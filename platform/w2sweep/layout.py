@@ -11,6 +11,7 @@ Keys are relative to a storage root (`w2sweep.storage.Storage`); a sweep owns on
     <sweep>/running/<cell_id>.json         the heartbeat of a cell that runs now (`HEARTBEAT_INTERVAL_S`)
     <sweep>/failures/<cell_id>.json        the last error of a cell that failed every attempt
     <sweep>/checkpoints/<cell_id>/         training state for resuming an interrupted cell
+    <sweep>/logs/<file>                    Ray's logs and tracebacks of a run (local storage roots)
     <sweep>/tune/                          Ray Tune's experiment state
     <sweep>/frontier/<file>                CSVs, plots, report.html and their manifest
 
@@ -37,6 +38,11 @@ PREDICTIONS = "predictions"
 CHECKPOINTS = "checkpoints"
 TUNE = "tune"
 FRONTIER = "frontier"
+LOGS = "logs"
+
+# How often a running cell's trial rewrites its heartbeat (``running/<cell_id>.json``, field
+# ``updated``, epoch seconds); a reader calls it stale after 3 intervals without a write.
+HEARTBEAT_INTERVAL_S = 30
 
 HEARTBEAT_INTERVAL_S = 30.0  # seconds between rewrites of a running cell's heartbeat
 STALE_AFTER_INTERVALS = 3  # a heartbeat not rewritten for this many intervals is stale
@@ -84,6 +90,20 @@ def checkpoints(sweep: str, cell_id: str | None = None) -> str:
     """The sweep's checkpoint folder, or one cell's folder in it."""
     base = f"{sweep}/{CHECKPOINTS}"
     return base if cell_id is None else f"{base}/{cell_id}"
+
+
+def checkpoint_latest(sweep: str, cell_id: str) -> str:
+    """A one-worker cell's pointer to its last complete checkpoint (`checkpoint_version`)."""
+    return f"{checkpoints(sweep, cell_id)}/latest.json"
+
+
+def checkpoint_version(sweep: str, cell_id: str, version: str) -> str:
+    """One saved training state of a one-worker cell: a folder, complete once the pointer names it."""
+    return f"{checkpoints(sweep, cell_id)}/{version}"
+
+
+def logs(sweep: str, name: str) -> str:
+    return f"{sweep}/{LOGS}/{name}"
 
 
 def frontier(sweep: str, name: str | None = None) -> str:

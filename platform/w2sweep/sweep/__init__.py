@@ -5,6 +5,9 @@ which first makes sure of its own prerequisites under the run's claims (`w2sweep
   prerequisites  the run's claims actor: which process computes each prerequisite key
   progress       the Tune callback: progress bar and the sweep's Prometheus metrics
   run            run_sweep, the trainable, the report
+  checkpoints    a one-worker cell's training state in the sweep's storage, to resume from
+  heartbeat      running/<cell_id>.json, refreshed while the cell runs
+  logs           Ray's log lines to a file, not the console
 
 With `w2sweep.claims`, `w2sweep.distributed`, `w2sweep.telemetry` and `w2sweep.raycompat`, the only
 modules of the run path that import Ray.

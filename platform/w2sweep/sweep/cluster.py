@@ -80,10 +80,21 @@ def _check_cluster_address(address: str) -> None:
                            "one with `ray start --head`, or unset RAY_ADDRESS to start a local cluster") from None
 
 
-def _init_ray() -> None:
+# The driver's storage secrets: a local cluster's processes would inherit them (and Ray Core, the
+# dashboard agent or a task could log them); the trials get them as a task argument (`storage_env`).
+CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+
+
+def _init_ray(*, keep_credentials: bool = False) -> None:
     """Join the cluster named by RAY_ADDRESS (ClusterError if none answers there), or start a local one
     for this process. Never join some other local cluster by accident: ``address=None`` would attach to
-    any head running on this machine."""
+    any head running on this machine.
+
+    A local cluster's processes start without the driver's `CREDENTIALS`, unless `keep_credentials`:
+    a Ray Train cell on an s3:// root needs them in the Train controller, a Ray actor that none of
+    w2sweep's code runs in, which writes its checkpoint state to the sweep's storage through a pyarrow
+    filesystem that finds credentials in its own process environment (README, "What happens when
+    things fail")."""
     if ray.is_initialized():
         return
     options = dict(logging_level=logging.WARNING,
@@ -103,6 +114,8 @@ def _init_ray() -> None:
     # prestarts with the cluster instead of a new process. (Trials start in new processes either way:
     # Tune gives every trial actor a runtime env of its own, `env_vars`.)
     with patch.dict(os.environ, _local_worker_env()):  # only while Ray starts its processes
+        for name in () if keep_credentials else CREDENTIALS:
+            os.environ.pop(name, None)  # patch.dict puts them back afterwards
         ray.init(address="local", **options)
 
 

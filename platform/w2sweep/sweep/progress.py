@@ -7,6 +7,7 @@ the driver knows (`w2sweep status` reads it).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -22,6 +23,22 @@ from w2sweep.telemetry import CellTags, SweepMetrics
 
 RECORD_SECONDS = 5.0  # the progress object is written at most this often, when its counts change
 RECORD_ALIVE_SECONDS = 60.0  # and at least this often: `w2sweep status` ignores an object much older
+
+
+def one_line(error) -> str:
+    """The last line of a trial's error (its exception's own message), cut to 500 characters."""
+    lines = str(error).strip().splitlines()
+    return lines[-1][:500] if lines else type(error).__name__
+
+
+def _last_error(trial) -> str:
+    """The last line of the trial's error file, which Tune writes on the driver before this callback
+    (`Trial.get_error` reads the copy in storage, which may not be synced yet)."""
+    path = trial.error_file
+    if path and os.path.exists(path):
+        with open(path) as f:
+            return one_line(f.read())
+    return "no error recorded"
 
 
 def _tags(cell: Cell) -> CellTags:
@@ -129,4 +146,7 @@ class Progress(tune.Callback):
         self.metrics.failed(_tags(cell), seconds=seconds, num_gpus=self.num_gpus[cell.cell_id])
         self.num_failed += 1
         self.bar.set_postfix(failed=self.num_failed)
+        # One line per failed cell; its traceback is in the run's log file (`w2sweep.sweep.logs`).
+        self.bar.write(f"cell {cell.cell_id} ({cell.student.label}, {cell.method}, budget {cell.budget:g}) "
+                       f"failed: {_last_error(trial)}")
         self.bar.update(1)

@@ -9,9 +9,8 @@ run's claims (`w2sweep.sweep.prerequisites`) and makes sure of the cell's prereq
 from __future__ import annotations
 
 import json
+import logging
 import os
-import socket
-import time
 from dataclasses import dataclass, field
 
 import ray
@@ -25,8 +24,12 @@ from w2sweep.results import cell_key
 from w2sweep.storage import Storage
 from w2sweep.sweep.cluster import _init_ray, keep_credentials_out_of_runtime_envs, storage_env
 from w2sweep.sweep.prerequisites import start_claims, stop_claims, trial_claims
-from w2sweep.sweep.progress import Progress
+from w2sweep.sweep.heartbeat import Heartbeat
+from w2sweep.sweep.logs import announce, ray_logs_in_file, run_log_path
+from w2sweep.sweep.progress import Progress, one_line
 from w2sweep.trackers import tracker_callbacks
+
+log = logging.getLogger(__name__)
 
 # What the trial of a Ray Train cell reserves: it only drives the TorchTrainer, whose workers reserve
 # their own CPUs/GPUs. Memory, not a CPU fraction: drivers holding 0.01 CPU each would leave a 2-CPU
@@ -66,26 +69,41 @@ def running_key(sweep: str, cell_id: str) -> str:
 
 
 def _cell_trainable(config: dict, *, cells: dict[str, str], storage_uri: str, env: dict[str, str],
-                    resources: dict, max_failures: int, claims_actor, run, run_on_workers) -> None:
+                    resources: dict, max_failures: int, write_timeout_s: float, claims_actor, run,
+                    run_on_workers) -> None:
     """One cell: `run` right here, or, for a student on several workers, `run_on_workers`, whose
-    workers each call `run`; this trial then only drives and waits."""
+    workers each call `run`; this trial then only drives and waits. Either way its heartbeat is in
+    storage while it runs (`w2sweep.sweep.heartbeat`), and its training resumes from its last
+    checkpoint where an earlier attempt left one."""
     os.environ.update(env)
     cell = Cell.from_json(cells[config["cell_id"]])
     storage = Storage.from_uri(storage_uri)
     claims = trial_claims(claims_actor)
-    heartbeat = running_key(cell.sweep, cell.cell_id)
-    storage.write_bytes(heartbeat, json.dumps(
-        {"cell_id": cell.cell_id, "started": time.time(), "host": socket.gethostname()}).encode())
-    try:
+    with Heartbeat(storage, running_key(cell.sweep, cell.cell_id), cell_id=cell.cell_id):
         if uses_ray_train(cell.student):
             metrics = run_on_workers(cell, storage_uri, resources=Resources(**resources), max_failures=max_failures,
-                                     env=env, claims=claims, run=run)
+                                     env=env, claims=claims, run=run, write_timeout_s=write_timeout_s)
         else:
-            result = run(cell, storage, claims=claims)
-            metrics = {name: getattr(result, name) for name in _METRICS}
-    finally:
-        storage.delete(heartbeat)
+            metrics = _run_here(cell, storage, claims=claims, run=run, write_timeout_s=write_timeout_s)
     tune.report({k: metrics[k] for k in _METRICS} | {k: metrics[k] for k in _TRAIN_METRICS if k in metrics})
+
+
+def _run_here(cell: Cell, storage: Storage, *, claims, run, write_timeout_s: float) -> dict:
+    """A one-worker cell in this trial, checkpointed at each validation in the sweep's storage
+    (`w2sweep.sweep.checkpoints`): a killed attempt loses at most one validation interval. Its
+    checkpoints are deleted once the result is stored."""
+    from w2sweep.sweep.checkpoints import StorageHooks  # imports torch: in the trial, not the driver
+
+    hooks = StorageHooks(storage, cell.sweep, cell.cell_id)
+    try:
+        result = run(cell, storage, claims=claims, hooks=hooks, write_timeout_s=write_timeout_s)
+    finally:
+        hooks.cleanup()
+    hooks.discard()
+    stages = [s for s in hooks.stages if s is not None]
+    return {name: getattr(result, name) for name in _METRICS} | dict(
+        num_steps=sum(s["num_steps"] for s in stages), num_steps_run=sum(s["num_steps_run"] for s in stages),
+        resumed=hooks.resumed)
 
 
 def _trial_resources(cells: dict[str, str], default: Resources):
@@ -125,35 +143,48 @@ def _largest_first(todo: list[Cell], default: Resources) -> list[Cell]:
     return sorted(todo, key=size)
 
 
-def run_sweep(config: SweepConfig, *, run=run_cell, run_on_workers=run_cell_on_workers) -> SweepReport:
-    """Run every cell of `config` that has no result yet; return what happened.
+def run_sweep(config: SweepConfig, *, retry_failed: bool = False, run=run_cell,
+              run_on_workers=run_cell_on_workers) -> SweepReport:
+    """Run every cell of `config` that has no result yet (failed ones included), or with
+    `retry_failed` only those that have a failure object; return what happened.
 
-    `run(cell, storage, *, claims, hooks=None) -> CellResult` is what every trial and every Ray Train
-    worker calls for a cell; `run_on_workers(cell, storage_uri, *, resources, max_failures, env,
-    claims, run) -> metrics` is what the trial of a multi-worker cell calls. Both must be picklable
-    by reference or by value (they travel to the trials); a benchmark passes stand-ins
-    (bench/packing.py); a test kills a worker with a `run` that wraps `run_cell`
-    (tests/test_distributed.py, through `run_cell_on_workers`, which takes the same `run`)."""
+    `run(cell, storage, *, claims, hooks=None, write_timeout_s) -> CellResult` is what every trial
+    and every Ray Train worker calls for a cell; `run_on_workers(cell, storage_uri, *, resources,
+    max_failures, env, claims, run, write_timeout_s) -> metrics` is what the trial of a multi-worker
+    cell calls. Both must be picklable by reference or by value (they travel to the trials); a
+    benchmark passes stand-ins (bench/packing.py); a test kills a worker with a `run` that wraps
+    `run_cell` (tests/test_distributed.py, tests/test_surviving.py).
+
+    Ray's own log lines (start-up warnings, a traceback per failed attempt) go to a log file whose
+    path is printed once (`w2sweep.sweep.logs`); the console shows the progress bar and one line per
+    failed cell."""
     storage = Storage.from_uri(config.storage)
     cells = expand_cells(config)
     todo = [c for c in cells if not storage.exists(cell_key(config.name, c.cell_id))]
-    if todo:
-        _init_ray()  # first: a run that cannot reach its cluster (ClusterError) writes nothing
-    storage.write_bytes(layout.sweep_yaml(config.name), config_snapshot(config))
+    if retry_failed:
+        failed = set(storage.list(layout.folder(config.name, layout.FAILURES), suffix=".json"))
+        todo = [c for c in todo if layout.failure(config.name, c.cell_id) in failed]
     report = SweepReport(num_cells=len(cells), num_skipped=len(cells) - len(todo), num_done=0)
     if not todo:
+        storage.write_bytes(layout.sweep_yaml(config.name), config_snapshot(config))
         return report
-    keep_credentials_out_of_runtime_envs()
-    claims = start_claims(storage, todo)
-    progress = Progress(total=len(cells), initial=report.num_skipped, cells=cells, todo=todo,
-                        resources=config.resources, storage=storage)
-    trainable = tune.with_parameters(
-        _cell_trainable, cells={c.cell_id: c.to_json() for c in todo}, storage_uri=config.storage,
-        env=storage_env(), resources=config.resources.model_dump(), max_failures=config.max_failures,
-        claims_actor=claims, run=run, run_on_workers=run_on_workers)
-    grid = _tuner(config, storage, todo, trainable, progress).fit()
-    stop_claims(claims)
-    progress.bar.close()
+    with ray_logs_in_file(run_log_path(storage, config.name)) as log_path:
+        # first: a run that cannot reach its cluster (ClusterError) writes nothing
+        _init_ray(keep_credentials=not storage.is_local and any(uses_ray_train(c.student) for c in todo))
+        announce(log_path)
+        storage.write_bytes(layout.sweep_yaml(config.name), config_snapshot(config))
+        keep_credentials_out_of_runtime_envs()
+        claims = start_claims(storage, todo)
+        progress = Progress(total=len(cells), initial=report.num_skipped, cells=cells, todo=todo,
+                            resources=config.resources, storage=storage)
+        trainable = tune.with_parameters(
+            _cell_trainable, cells={c.cell_id: c.to_json() for c in todo}, storage_uri=config.storage,
+            env=storage_env(), resources=config.resources.model_dump(), max_failures=config.max_failures,
+            write_timeout_s=config.result_write_timeout_s, claims_actor=claims, run=run,
+            run_on_workers=run_on_workers)
+        grid = _tuner(config, storage, todo, trainable, progress).fit()
+        stop_claims(claims)
+        progress.bar.close()
     _record_outcomes(config, storage, todo, grid, report)
     return report
 
@@ -185,19 +216,23 @@ def _tuner(config: SweepConfig, storage: Storage, todo: list[Cell], trainable, p
 
 
 def _record_outcomes(config: SweepConfig, storage: Storage, todo: list[Cell], grid, report: SweepReport) -> None:
-    """Count the cells done and record a failure object for each of the others. A cell is done when
-    its result object exists, whatever Tune says: a trial that failed before it had a config still
-    leaves its cell without a result, and so in `failed`."""
-    errors = {r.config["cell_id"]: str(r.error).strip().splitlines()[-1][:500]
-              for r in grid if r.error is not None and r.config}
+    """Count the cells done and record a failure object for each of the others; a cell that finished
+    loses the failure object an earlier run left. A cell is done when its result object exists,
+    whatever Tune says: a trial that failed before it had a config still leaves its cell without a
+    result, and so in `failed`."""
+    errors = {r.config["cell_id"]: one_line(r.error) for r in grid if r.error is not None and r.config}
     for cell in todo:
+        failure = layout.failure(config.name, cell.cell_id)
         if storage.exists(cell_key(config.name, cell.cell_id)):
             report.num_done += 1
+            try:
+                storage.delete(failure)
+            except Exception as e:  # a stale failure object beside a result: the result counts
+                log.warning("could not delete %s: %s", failure, e)
             continue
         message = errors.get(cell.cell_id, "the trial ended without a result")
         report.failed[cell.cell_id] = message
-        storage.write_bytes(layout.failure(config.name, cell.cell_id),
-                            json.dumps({"cell_id": cell.cell_id, "error": message}).encode())
+        storage.write_bytes(failure, json.dumps({"cell_id": cell.cell_id, "error": message}).encode())
 
 
 def config_snapshot(config: SweepConfig) -> bytes:
