@@ -159,3 +159,38 @@ def test_a_failing_heartbeat_deletion_is_logged_and_never_hides_the_cells_error(
                         env={}, resources={}, max_failures=0, write_timeout_s=0, claims_actor=None, run=run,
                         run_on_workers=None)
     assert "not deleted" in caplog.text and "running" in caplog.text
+
+
+def test_a_heartbeat_that_cannot_be_written_at_the_start_does_not_fail_the_cell(tmp_path, monkeypatch, caplog):
+    """A short outage at a cell's start costs it no attempt: the beat is logged and tried again."""
+    storage = Storage.from_uri(str(tmp_path))
+
+    def write_bytes(self, key, data):
+        raise StorageError(f"storage error: {self.url(key)}: unreachable")
+
+    monkeypatch.setattr(LocalStorage, "write_bytes", write_bytes)
+    with caplog.at_level(logging.WARNING), Heartbeat(storage, layout.running("s", "c1"), cell_id="c1"):
+        pass
+    assert "not written" in caplog.text
+
+
+def test_a_retried_trial_of_a_finished_cell_reports_its_stored_result_and_trains_nothing(tmp_path, monkeypatch):
+    """Tune may retry a trial whose cell stored its result (an actor lost after the write): the cell
+    is not trained again, so its predictions stay those of the training that made its result."""
+    from w2sweep.sweep import run as runner
+
+    config = parse_config(_config(tmp_path / "store"))
+    (cell,) = expand_cells(config)
+    storage = Storage.from_uri(config.storage)
+    storage.write_once(cell.result_key, json.dumps({"accuracy": 0.75, "auroc": 0.8, "wall_seconds": 3.0}).encode())
+    reported = []
+    monkeypatch.setattr(runner.tune, "report", reported.append)
+
+    def run(cell, storage, **_):
+        raise AssertionError("a finished cell was trained again")
+
+    runner._cell_trainable({"cell_id": cell.cell_id}, cells={cell.cell_id: cell.to_json()}, storage_uri=config.storage,
+                           env={}, resources={}, max_failures=0, write_timeout_s=0, claims_actor=None, run=run,
+                           run_on_workers=None)
+    assert reported == [{"accuracy": 0.75, "auroc": 0.8, "wall_seconds": 3.0}]
+    assert not storage.exists(layout.running(cell.sweep, cell.cell_id))

@@ -36,15 +36,20 @@ class Heartbeat:
     def _write(self) -> None:
         self.storage.write_bytes(self.key, json.dumps(dict(self.fields, updated=time.time())).encode())
 
+    def _try_write(self) -> None:
+        try:
+            self._write()
+        except Exception as e:  # an outage: the cell goes on, the next beat tries again
+            log.warning("heartbeat %s not written: %s", self.key, e)
+
     def _beat(self) -> None:
         while not self._stop.wait(self.interval_s):
-            try:
-                self._write()
-            except Exception as e:  # an outage: the cell goes on, the next beat tries again
-                log.warning("heartbeat %s not refreshed: %s", self.key, e)
+            self._try_write()
 
     def __enter__(self) -> Heartbeat:
-        self._write()  # the first write fails the cell: storage is not reachable at all
+        # Not fatal either: a short outage at a cell's start would otherwise spend its attempts
+        # (max_failures) on nothing, while the cell's own writes ride it out (result_write_timeout_s).
+        self._try_write()
         self._thread.start()
         return self
 

@@ -78,6 +78,12 @@ def _cell_trainable(config: dict, *, cells: dict[str, str], storage_uri: str, en
     os.environ.update(env)
     cell = Cell.from_json(cells[config["cell_id"]])
     storage = Storage.from_uri(storage_uri)
+    if storage.exists(cell.result_key):
+        # An earlier attempt stored the result and then failed (a lost actor, a report that never
+        # arrived): Tune retries it, but a finished cell is never trained again.
+        stored = json.loads(storage.read_bytes(cell.result_key))
+        tune.report({k: stored[k] for k in _METRICS})
+        return
     claims = trial_claims(claims_actor)
     with Heartbeat(storage, running_key(cell.sweep, cell.cell_id), cell_id=cell.cell_id):
         if uses_ray_train(cell.student):
