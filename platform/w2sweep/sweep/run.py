@@ -124,7 +124,8 @@ def _largest_first(todo: list[Cell], default: Resources) -> list[Cell]:
     return sorted(todo, key=size)
 
 
-def run_sweep(config: SweepConfig, *, run=run_cell, run_on_workers=run_cell_on_workers) -> SweepReport:
+def run_sweep(config: SweepConfig, *, cells: list[Cell] | None = None, run=run_cell,
+              run_on_workers=run_cell_on_workers) -> SweepReport:
     """Run every cell of `config` that has no result yet; return what happened.
 
     `run(cell, storage, *, claims, hooks=None) -> CellResult` is what every trial and every Ray Train
@@ -132,9 +133,15 @@ def run_sweep(config: SweepConfig, *, run=run_cell, run_on_workers=run_cell_on_w
     claims, run) -> metrics` is what the trial of a multi-worker cell calls. Both must be picklable
     by reference or by value (they travel to the trials); a benchmark passes stand-ins
     (bench/packing.py); a test kills a worker with a `run` that wraps `run_cell`
-    (tests/test_distributed.py, through `run_cell_on_workers`, which takes the same `run`)."""
+    (tests/test_distributed.py, through `run_cell_on_workers`, which takes the same `run`).
+    `cells`: only these cells of the grid (the adaptive search's rounds); unset, with `search:
+    adaptive`, the search chooses them (`w2sweep.sweep.adaptive`)."""
+    if cells is None and config.search == "adaptive":
+        from w2sweep.sweep.adaptive import run_adaptive
+
+        return run_adaptive(config, run=run, run_on_workers=run_on_workers)
     storage = Storage.from_uri(config.storage)
-    cells = expand_cells(config)
+    cells = expand_cells(config) if cells is None else cells
     todo = [c for c in cells if not storage.exists(cell_key(config.name, c.cell_id))]
     if todo:
         _init_ray()  # first: a run that cannot reach its cluster (ClusterError) writes nothing
