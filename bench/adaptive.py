@@ -15,7 +15,8 @@ dataset x weak x student x method x budget of spending fractions as a recorded g
 Reported per budget: cells run by the search vs the full grid; `best err`: the full grid's best
 accuracy minus the full grid's accuracy at the fraction the search chose (what choosing from the
 search costs, in accuracy points; 0 = the same or an equally good fraction); the regime the frontier's
-rule (`w2sweep.frontier.regimes`, same tolerance) gives on the search's cells vs on the full grid.
+rule (`w2sweep.frontier.regimes`, same tolerance) gives on the search's cells vs on the full grid (`same_regime`: share of draws agreeing), and how often each finds the
+planted regime (`search_true`, `full_true`).
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ from w2sweep.search import Observation, Options, next_cells  # noqa: E402
 
 FRACTIONS = [round(0.05 * i, 2) for i in range(21)]
 SEEDS = [0, 1, 2, 3, 4]
-PLANTED = {  # budget -> (name, true accuracy at f)
-    8: ("quantity-dominant", lambda f: 0.80 - 0.15 * f ** 1.2),
-    32: ("mixed, peak 0.3", lambda f: 0.85 - 0.40 * (f - 0.3) ** 2),
-    128: ("mixed, peak 0.8", lambda f: 0.88 - 0.60 * (f - 0.8) ** 2),
-    512: ("quality-dominant", lambda f: 0.70 + 0.18 * f ** 0.7),
+PLANTED = {  # budget -> (name, true accuracy at f, true regime)
+    8: ("quantity-dominant", lambda f: 0.80 - 0.15 * f ** 1.2, "quantity-dominant"),
+    32: ("mixed, peak 0.3", lambda f: 0.85 - 0.40 * (f - 0.3) ** 2, "mixed"),
+    128: ("mixed, peak 0.8", lambda f: 0.88 - 0.60 * (f - 0.8) ** 2, "mixed"),
+    512: ("quality-dominant", lambda f: 0.70 + 0.18 * f ** 0.7, "quality-dominant"),
 }
 
 
@@ -96,9 +97,9 @@ def planted_runs(draws: int, options: Options, *, seed_sd: float, cell_sd: float
     rng = np.random.default_rng(0)
     out = []
     for draw in range(draws):
-        for budget, (name, curve) in PLANTED.items():
+        for budget, (name, curve, truth) in PLANTED.items():
             table = planted(curve, rng, seed_sd=seed_sd, cell_sd=cell_sd)
-            out.append(dict(budget=budget, planted=name, draw=draw,
+            out.append(dict(budget=budget, planted=name, draw=draw, truth=truth,
                             **compare_one(table, budget, FRACTIONS, SEEDS, options)))
     return pd.DataFrame(out)
 
@@ -119,7 +120,7 @@ def recorded_runs(sweep: str, options: Options) -> pd.DataFrame:
         fractions, seeds = sorted({f for f, _ in table}), sorted({s for _, s in table})
         if len(table) < len(fractions) * len(seeds):
             continue  # not a complete grid
-        out.append(dict(budget=key[-1], planted="/".join(map(str, key[:-1])), draw=0,
+        out.append(dict(budget=key[-1], planted="/".join(map(str, key[:-1])), draw=0, truth="",
                         **compare_one(table, key[-1], fractions, seeds, options)))
     return pd.DataFrame(out)
 
@@ -129,6 +130,8 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
         cells=("cells", "mean"), full=("full", "first"), rounds=("rounds", "mean"),
         max_err=("err", "max"), mean_err=("err", "mean"),
         same_regime=("regime", lambda r: float((r == frame.loc[r.index, "full_regime"]).mean())),
+        search_true=("regime", lambda r: float((r == frame.loc[r.index, "truth"]).mean())),
+        full_true=("full_regime", lambda r: float((r == frame.loc[r.index, "truth"]).mean())),
         full_regime=("full_regime", lambda r: r.value_counts().idxmax()),
         search_regime=("regime", lambda r: r.value_counts().idxmax())).reset_index()
 
@@ -154,7 +157,9 @@ def main() -> None:
     total, full = frame["cells"].sum(), frame["full"].sum()
     print(f"overall: {total} of {full} cells ({full / total:.2f}x fewer); best-accuracy error max "
           f"{frame['err'].max() * 100:.2f} points, mean {frame['err'].mean() * 100:.2f}; same regime in "
-          f"{(frame['regime'] == frame['full_regime']).sum()} of {len(frame)} budgets")
+          f"{(frame['regime'] == frame['full_regime']).sum()} of {len(frame)} budgets; planted regime found by the "
+          f"search in {(frame['regime'] == frame['truth']).sum()}, by the full grid in "
+          f"{(frame['full_regime'] == frame['truth']).sum()}")
 
 
 if __name__ == "__main__":

@@ -14,19 +14,22 @@ small beside a cell's training.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from w2sweep.grid import expand_cells
 from w2sweep.results import cell_key, read_cells
 from w2sweep.search import Observation, Options, choose
 from w2sweep.storage import Storage
-from w2sweep.sweep.run import SweepReport, run_sweep
 
 
 @dataclass
-class AdaptiveReport(SweepReport):
-    """A run's report (over the cells the search chose) with the grid's size and the rounds taken."""
+class AdaptiveReport:
+    """`SweepReport`'s fields over the cells the search chose, with the grid's size and the rounds taken."""
 
+    num_cells: int  # cells the search chose
+    num_skipped: int  # of those, already had a result before this run
+    num_done: int  # finished in this run
+    failed: dict[str, str] = field(default_factory=dict)  # cell id -> one-line error
     num_grid: int = 0  # cells the full grid has
     num_rounds: int = 0  # rounds that had cells to train
 
@@ -44,10 +47,11 @@ def observations(storage: Storage, sweep: str, cell_ids: list[str]) -> dict[str,
     return {c: found.get(c, Observation(math.nan)) for c in cell_ids}
 
 
-def run_adaptive(config, **run_options) -> AdaptiveReport:
-    """Run `config`'s search: choose cells, run those without a result (`run_sweep(cells=...)`), read
-    their results, choose again, until the search chooses nothing new. `run_options` pass to
-    `run_sweep` (`run`, `run_on_workers`)."""
+def run_adaptive(config, run_sweep, **run_options) -> AdaptiveReport:
+    """Run `config`'s search: choose cells, run those without a result (`run_sweep(config, cells=...)`),
+    read their results, choose again, until the search chooses nothing new. `run_options` pass to
+    `run_sweep` (`run`, `run_on_workers`); `run_sweep` is passed in by `w2sweep.sweep.run.run_sweep`,
+    which calls this, so the two modules do not import each other."""
     storage = Storage.from_uri(config.storage)
     cells = expand_cells(config)
     options = Options.of(config.search_options)

@@ -139,7 +139,7 @@ def run_sweep(config: SweepConfig, *, cells: list[Cell] | None = None, run=run_c
     if cells is None and config.search == "adaptive":
         from w2sweep.sweep.adaptive import run_adaptive
 
-        return run_adaptive(config, run=run, run_on_workers=run_on_workers)
+        return run_adaptive(config, run_sweep, run=run, run_on_workers=run_on_workers)
     storage = Storage.from_uri(config.storage)
     cells = expand_cells(config) if cells is None else cells
     todo = [c for c in cells if not storage.exists(cell_key(config.name, c.cell_id))]
