@@ -10,7 +10,7 @@ import pytest
 from conftest import tiny_config
 from w2sweep.config import ConfigError, parse_config
 from w2sweep.frontier import curves, regimes
-from w2sweep.grid import expand_cells
+from w2sweep.grid import expand_cells, plan
 from w2sweep.search import Observation, Options, choose, next_cells
 
 FRACTIONS = [round(0.05 * i, 2) for i in range(21)]
@@ -99,7 +99,7 @@ def test_search_fields_parse_and_do_not_change_cell_ids(tmp_path):
 def test_the_search_chooses_the_grids_own_cells(tmp_path):
     config = parse_config(tiny(tmp_path, seeds=[0, 1, 2], budgets=[4, 16], pairs=[[10, 1]], ceiling=True,
                                search="adaptive", search_options=dict(coarse_seeds=2)))
-    cells = expand_cells(config)
+    config, cells = plan(config)  # what `w2sweep run` runs
     ids = {c.cell_id for c in cells}
     options = Options.of(config.search_options)
     observed: dict[str, Observation] = {}
