@@ -135,21 +135,21 @@ def next_cells(candidates: list[float], seeds: list[int], observed: dict[tuple[f
 def _bracket(candidates: list[float], ran: list[float], best: float, observed: dict) -> list[float]:
     """The fractions to try next around `best`, or [] when its adjacent candidates are run.
 
-    With a run fraction on each side of the best, the vertex of the parabola through the three: smooth
-    accuracy-vs-fraction curves peak near it, so one cell there replaces a walk of one neighbour per
-    round (steps a fine grid cannot resolve through noise). Then, or at an end of the range, the
+    First the vertex of the parabola through the best and the two run fractions nearest it (one on
+    each side where there are, else the two next to an end): smooth accuracy-vs-fraction curves peak
+    near it, so one cell there replaces a walk of one neighbour per round (steps a fine grid cannot
+    resolve through noise), also when noise or the coarse round put the best at an end. Then the
     adjacent candidates, which decide whether the best is identified."""
-    lower = [f for f in ran if f < best]
-    upper = [f for f in ran if f > best]
-    if lower and upper:
-        xs = np.array([lower[-1], best, upper[0]])
-        ys = np.array([_mean(observed, f) for f in xs])
-        if np.isfinite(ys).all():
-            a, b, _ = np.polyfit(xs, ys, 2)
-            vertex = float(np.clip(-b / (2 * a), xs[0], xs[2])) if a < 0 else best
-            target = min(candidates, key=lambda c: (abs(c - vertex), c))
-            if target not in ran:
-                return [target]
+    usable = [f for f in ran if math.isfinite(_mean(observed, f))]
+    at = usable.index(best)
+    lo = min(max(at - 1, 0), max(len(usable) - 3, 0))
+    xs = np.array(usable[lo:lo + 3])
+    if len(xs) == 3:
+        a, b, _ = np.polyfit(xs, [_mean(observed, f) for f in xs], 2)
+        vertex = float(np.clip(-b / (2 * a), xs[0], xs[2])) if a < 0 else best
+        target = min(candidates, key=lambda c: (abs(c - vertex), c))
+        if target not in ran:
+            return [target]
     at = candidates.index(best)
     return [candidates[i] for i in (at - 1, at + 1) if 0 <= i < len(candidates) and candidates[i] not in ran]
 

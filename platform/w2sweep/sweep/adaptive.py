@@ -49,9 +49,9 @@ def observations(storage: Storage, sweep: str, cell_ids: list[str]) -> dict[str,
 
 def run_adaptive(config, run_sweep, **run_options) -> AdaptiveReport:
     """Run `config`'s search: choose cells, run those without a result (`run_sweep(config, cells=...)`),
-    read their results, choose again, until the search chooses nothing new. `run_options` pass to
-    `run_sweep` (`run`, `run_on_workers`); `run_sweep` is passed in by `w2sweep.sweep.run.run_sweep`,
-    which calls this, so the two modules do not import each other."""
+    read their results, choose again, until the search chooses nothing new or a round has a failed
+    cell. `run_options` pass to `run_sweep` (`run`, `run_on_workers`); `run_sweep` is passed in by
+    `w2sweep.sweep.run.run_sweep`, which calls this, so the two modules do not import each other."""
     storage = Storage.from_uri(config.storage)
     cells = expand_cells(config)
     options = Options.of(config.search_options)
@@ -68,4 +68,9 @@ def run_adaptive(config, run_sweep, **run_options) -> AdaptiveReport:
         report.num_done += round_report.num_done
         report.failed.update(round_report.failed)
         report.num_rounds += round_report.num_skipped < round_report.num_cells
+        if round_report.failed:
+            # A cell that failed (or a run stopped with Ctrl-C, whose unfinished cells Tune reports as
+            # failed) ends the search here: the next round would be chosen without those results. A
+            # re-run retries them and continues from the stored results.
+            break
     return report
