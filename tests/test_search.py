@@ -133,3 +133,22 @@ def test_a_live_adaptive_run_runs_fewer_cells_and_a_rerun_runs_nothing(tmp_path,
     assert report.failed == {} and report.num_grid == len(grid_ids) == 11
     assert 3 <= report.num_done == len(stored) <= 5 and stored <= grid_ids
     assert (rerun.num_done, rerun.num_rounds, rerun.num_skipped) == (0, 0, report.num_done)
+
+
+def test_a_round_with_a_failed_cell_ends_the_search(tmp_path):
+    """Tune reports the unfinished cells of a run stopped with Ctrl-C as failed: the search must stop
+    there, not choose its next round without them."""
+    from types import SimpleNamespace
+
+    from w2sweep.sweep.adaptive import run_adaptive
+
+    config = parse_config(tiny(tmp_path, search="adaptive"))
+    rounds = []
+
+    def interrupted(config, *, cells, **_):
+        rounds.append(cells)
+        return SimpleNamespace(num_cells=len(cells), num_skipped=0, num_done=0,
+                               failed={c.cell_id: "the trial ended without a result" for c in cells})
+
+    report = run_adaptive(config, interrupted)
+    assert len(rounds) == 1 and len(report.failed) == 3 and report.num_rounds == 1
