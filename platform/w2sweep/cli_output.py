@@ -16,6 +16,9 @@ def print_run_summary(sweep: str, report, storage) -> None:
     """What `w2sweep run` did: cells finished, skipped and failed; each failure on stderr, one line."""
     print(f"{sweep}: {report.num_done} cells finished, {report.num_skipped} already done, "
           f"{len(report.failed)} failed (of {report.num_cells})")
+    if getattr(report, "num_grid", 0):  # search: adaptive
+        print(f"  adaptive search: {report.num_cells} of the grid's {report.num_grid} cells chosen, "
+              f"{report.num_rounds} rounds trained")
     for cell_id, message in sorted(report.failed.items()):
         print(f"  failed {cell_id}: {message}", file=sys.stderr)
     if report.failed:

@@ -238,7 +238,21 @@ class MethodOptions(_Strict):
         return value
 
 
+class SearchOptions(_Strict):
+    """How `search: adaptive` chooses spending fractions (`w2sweep.search`): the coarse start, when a
+    best fraction counts as identified, and what it may spend. Never part of a cell id."""
+
+    tolerance: Real(ge=0, le=1) = 0.01  # accuracy gap below which two fractions count as equal
+    confidence: Real(gt=0, lt=1) = 0.95  # of the paired interval that separates two fractions
+    coarse_fractions: Annotated[list[Fraction01], Field(min_length=1)] = [0.0, 0.5, 1.0]  # nearest configured ones
+    coarse_seeds: Int(gt=0, le=100_000) | None = None  # seeds of the coarse round (the first ones); None: all
+    max_cells_per_budget: Int(gt=0, le=MAX_EXAMPLES) | None = None  # per dataset x weak x student x method x budget
+
+
 class SweepConfig(_Strict):
+    # Search fields choose which cells run, never what a cell is: left out of ids at their default.
+    ADDED_FIELDS = frozenset({"search", "search_options"})
+
     name: str
     storage: str = "outputs"
     datasets: Annotated[list[DatasetSpec], Field(min_length=1)]
@@ -264,6 +278,9 @@ class SweepConfig(_Strict):
     # Experiment trackers that get one run per finished cell (w2sweep.trackers); their servers come from
     # the environment, checked when the grid is planned. Not part of any cell id: logging changes no result.
     trackers: list[Literal["mlflow", "wandb"]] = []
+    # grid: run every cell; adaptive: rounds that run only the fractions the best may lie at (w2sweep.search)
+    search: Literal["grid", "adaptive"] = "grid"
+    search_options: SearchOptions = SearchOptions()
 
     @field_validator("name")
     @classmethod

@@ -149,8 +149,8 @@ def _largest_first(todo: list[Cell], default: Resources) -> list[Cell]:
     return sorted(todo, key=size)
 
 
-def run_sweep(config: SweepConfig, *, retry_failed: bool = False, run=run_cell,
-              run_on_workers=run_cell_on_workers) -> SweepReport:
+def run_sweep(config: SweepConfig, *, cells: list[Cell] | None = None, retry_failed: bool = False,
+              run=run_cell, run_on_workers=run_cell_on_workers) -> SweepReport:
     """Run every cell of `config` that has no result yet (failed ones included), or with
     `retry_failed` only those that have a failure object; return what happened.
 
@@ -160,12 +160,18 @@ def run_sweep(config: SweepConfig, *, retry_failed: bool = False, run=run_cell,
     cell calls. Both must be picklable by reference or by value (they travel to the trials); a
     benchmark passes stand-ins (bench/packing.py); a test kills a worker with a `run` that wraps
     `run_cell` (tests/test_distributed.py, tests/test_surviving.py).
+    `cells`: only these cells of the grid (the adaptive search's rounds); unset, with `search:
+    adaptive`, the search chooses them (`w2sweep.sweep.adaptive`).
 
     Ray's own log lines (start-up warnings, a traceback per failed attempt) go to a log file whose
     path is printed once (`w2sweep.sweep.logs`); the console shows the progress bar and one line per
     failed cell."""
+    if cells is None and config.search == "adaptive":
+        from w2sweep.sweep.adaptive import run_adaptive
+
+        return run_adaptive(config, run_sweep, run=run, run_on_workers=run_on_workers)
     storage = Storage.from_uri(config.storage)
-    cells = expand_cells(config)
+    cells = expand_cells(config) if cells is None else cells
     todo = [c for c in cells if not storage.exists(cell_key(config.name, c.cell_id))]
     if retry_failed:
         failed = set(storage.list(layout.folder(config.name, layout.FAILURES), suffix=".json"))

@@ -1,0 +1,76 @@
+"""`search: adaptive`: rounds of `run_sweep` over the cells `w2sweep.search` chooses from the results so far.
+
+Why rounds of Tune runs and not a Tune `Searcher`: a Searcher suggests configs from a search space
+for trials Tune numbers itself, and learns from the metrics those trials report. Here the cells are a
+fixed, finite set whose ids (and result objects) exist before anything runs, and the results that
+decide the next step live in storage, not in Tune: cells finished by an earlier run (or another
+process) must count, failed ones must not loop, and a re-run must reach the same decisions without
+training. Each round is therefore a plain `run_sweep` over chosen grid cells, which keeps dedup,
+resume, failure records and progress exactly as for a grid; the decisions are a pure function of
+storage (`w2sweep.search.choose`), and the cost of a round boundary is one Tune start (seconds),
+small beside a cell's training.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from w2sweep.grid import expand_cells
+from w2sweep.results import cell_key, read_cells
+from w2sweep.search import Observation, Options, choose
+from w2sweep.storage import Storage
+
+
+@dataclass
+class AdaptiveReport:
+    """`SweepReport`'s fields over the cells the search chose, with the grid's size and the rounds taken."""
+
+    num_cells: int  # cells the search chose
+    num_skipped: int  # of those, already had a result before this run
+    num_done: int  # finished in this run
+    failed: dict[str, str] = field(default_factory=dict)  # cell id -> one-line error
+    num_grid: int = 0  # cells the full grid has
+    num_rounds: int = 0  # rounds that had cells to train
+
+
+def observations(storage: Storage, sweep: str, cell_ids: list[str]) -> dict[str, Observation]:
+    """cell id -> its result's accuracy and stored interval; NaN for a cell without a readable result
+    (failed, or its result unreadable): attempted, so never chosen again in this run."""
+    rows, _ = read_cells(storage, [cell_key(sweep, c) for c in cell_ids if storage.exists(cell_key(sweep, c))])
+    found = {}
+    for row in rows.to_dict("records"):
+        ok = row.get("status") == "ok"
+        found[row["cell_id"]] = Observation(
+            float(row["accuracy"]) if ok else math.nan,
+            float(row.get("accuracy_ci_low") or math.nan), float(row.get("accuracy_ci_high") or math.nan))
+    return {c: found.get(c, Observation(math.nan)) for c in cell_ids}
+
+
+def run_adaptive(config, run_sweep, **run_options) -> AdaptiveReport:
+    """Run `config`'s search: choose cells, run those without a result (`run_sweep(config, cells=...)`),
+    read their results, choose again, until the search chooses nothing new or a round has a failed
+    cell. `run_options` pass to `run_sweep` (`run`, `run_on_workers`); `run_sweep` is passed in by
+    `w2sweep.sweep.run.run_sweep`, which calls this, so the two modules do not import each other."""
+    storage = Storage.from_uri(config.storage)
+    cells = expand_cells(config)
+    options = Options.of(config.search_options)
+    report = AdaptiveReport(num_cells=0, num_skipped=0, num_done=0, num_grid=len(cells))
+    attempted: list[str] = []
+    while True:
+        chosen = choose(cells, observations(storage, config.name, attempted), options)
+        if not chosen:
+            break
+        attempted += [c.cell_id for c in chosen]
+        round_report = run_sweep(config, cells=chosen, **run_options)
+        report.num_cells += round_report.num_cells
+        report.num_skipped += round_report.num_skipped
+        report.num_done += round_report.num_done
+        report.failed.update(round_report.failed)
+        report.num_rounds += round_report.num_skipped < round_report.num_cells
+        if round_report.failed:
+            # A cell that failed (or a run stopped with Ctrl-C, whose unfinished cells Tune reports as
+            # failed) ends the search here: the next round would be chosen without those results. A
+            # re-run retries them and continues from the stored results.
+            break
+    return report
