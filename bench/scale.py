@@ -184,9 +184,12 @@ def tree_bytes(storage, prefix: str) -> tuple[int, int]:
     return sum(i.size for i in files), len(files)
 
 
-def seaweed_requests(metrics_port: int) -> Counter:
-    """SeaweedFS_s3_request_total summed by request type."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+def seaweed_requests(metrics_port: int) -> Counter | None:
+    """SeaweedFS_s3_request_total summed by request type; None if the server shows no metrics."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    except OSError:
+        return None
     counts: Counter = Counter()
     for line in text.splitlines():
         if line.startswith("SeaweedFS_s3_request_total{"):
@@ -194,6 +197,8 @@ def seaweed_requests(metrics_port: int) -> Counter:
             kind = next((part.split("=", 1)[1].strip('"') for part in labels[labels.index("{") + 1:-1].split(",")
                          if part.startswith("type=")), "?")
             counts[kind] += int(float(value))
+        elif line.startswith("SeaweedFS_s3_bucket_traffic_received_bytes_total"):
+            counts["bytes received"] += int(float(line.rsplit(" ", 1)[1]))
     return counts
 
 
@@ -203,11 +208,11 @@ def start_seaweedfs(data_dir: Path):
     from s3servers import SeaweedFS, free_port
 
     class MeteredSeaweedFS(SeaweedFS):
-        PORT_FLAGS = (*SeaweedFS.PORT_FLAGS, "s3.metricsPort")
+        PORT_FLAGS = (*SeaweedFS.PORT_FLAGS, "metricsPort")
 
     server = MeteredSeaweedFS(data_dir)
     s3 = server.start()
-    return server, s3, server.ports["s3.metricsPort"]
+    return server, s3, server.ports["metricsPort"]
 
 
 # ---- main ------------------------------------------------------------------------------------------
@@ -272,19 +277,26 @@ def main() -> None:
         wall = time.time() - t0
         stop.set()
         sampler.join()
-        server_run = (seaweed_requests(metrics_port) - server_before) if metrics_port else Counter()
+        server_after = seaweed_requests(metrics_port) if metrics_port else Counter()
+        server_run = None if server_before is None or server_after is None else server_after - server_before
         ops_run = Counter(driver_ops) - ops_before
         maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         traced_peak_mb = None
         if args.tracemalloc:
             import tracemalloc
             traced_peak_mb = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
+            top = tracemalloc.take_snapshot().statistics("filename")[:10]
+            print("driver's Python memory held after the run, by file:", file=sys.stderr)
+            for stat in top:
+                print(f"  {stat.size / 2**20:8.1f} MiB {stat.count:9,} blocks  {stat.traceback[0].filename}",
+                      file=sys.stderr)
         tune_bytes, tune_files = tree_bytes(storage, f"{config.name}/tune")
         server_mid = seaweed_requests(metrics_port) if metrics_port else Counter()
         t1 = time.time()
         again = run_sweep(config, run=SleepCell(str(log), args.cell_seconds, args.storage != "local"))
         rerun = time.time() - t1
-        server_rerun = (seaweed_requests(metrics_port) - server_mid) if metrics_port else Counter()
+        server_end = seaweed_requests(metrics_port) if metrics_port else Counter()
+        server_rerun = None if server_mid is None or server_end is None else server_end - server_mid
     finally:
         stop.set()
         ray.shutdown()
@@ -339,8 +351,10 @@ def main() -> None:
         result.update(
             driver_boto3_ops=dict(ops_run), driver_boto3_per_cell=round(sum(ops_run.values()) / n, 2),
             trial_boto3_ops=dict(trial_ops), trial_boto3_per_cell=round(sum(trial_ops.values()) / n, 2),
-            server_requests=dict(server_run), server_requests_per_cell=round(sum(server_run.values()) / n, 2),
-            rerun_server_requests=dict(server_rerun),
+            server_requests=server_run and dict(server_run),
+            server_requests_per_cell=server_run and round(
+                sum(v for k, v in server_run.items() if k != "bytes received") / n, 2),
+            rerun_server_requests=server_rerun and dict(server_rerun),
         )
     print(json.dumps(result, indent=1))
     if args.out:
