@@ -43,6 +43,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -203,7 +204,7 @@ def seaweed_requests(metrics_port: int) -> Counter | None:
 
 
 def start_seaweedfs(data_dir: Path):
-    """tests/s3servers.py's SeaweedFS, plus its S3 gateway's Prometheus port."""
+    """tests/s3servers.py's SeaweedFS, plus its Prometheus port (`weed mini -metricsPort`)."""
     sys.path.insert(0, str(TESTS))
     from s3servers import SeaweedFS, free_port
 
@@ -305,9 +306,11 @@ def main() -> None:
             server.stop()
 
     cells = [json.loads(line) for line in log.read_text().splitlines()]
+    shutil.rmtree(tmp, ignore_errors=True)
     n = args.num_cells
     if report.failed or report.num_done != n or len(cells) != n or again.num_skipped != n:
-        sys.exit(f"{report.num_done} of {n} cells done, {len(cells)} logged; failed: {list(report.failed.items())[:3]}; "
+        failed = list(report.failed.items())[:3]
+        sys.exit(f"{report.num_done} of {n} cells done, {len(cells)} logged; failed: {failed}; "
                  f"re-run skipped {again.num_skipped}")
 
     ends = sorted(c["written"] for c in cells)
