@@ -72,6 +72,7 @@ def load_student(ref: str, *, seed: int, tokenizer_ref: str | None = None, trust
         entry = _load(ref, key, seed, base)
         if entry is None:  # its initialisation does not replay: this one load serves this cell only
             return load_classifier(ref, seed=seed, mode=mode, **base, **lora)
+    entry.handed_out = entry.base  # until the mode is applied: a failure there is undone (or dropped) next time
     model = _set_trainable(entry.base, mode, **{**_LORA_DEFAULTS, **lora})
     entry.handed_out = model
     return entry.tokenizer, model
