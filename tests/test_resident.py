@@ -140,9 +140,13 @@ def test_tiny_models_are_loaded_afresh(from_pretrained_calls, monkeypatch):
     assert not resident._MODELS and resident.stats["loads"] == 0
 
 
-def test_a_student_whose_initialisation_does_not_replay_is_never_kept(checkpoints, monkeypatch):
+def test_a_student_whose_initialisation_does_not_replay_is_never_kept(checkpoints, monkeypatch,
+                                                                      from_pretrained_calls):
+    """Checked at its first load: a model whose seeded initialisation does not replay exactly (here:
+    a replay drawing from another seed) is used as loaded, once, and loaded afresh for the next cell."""
     ref = checkpoints["tiny-bert"]
     expected = dict(load_classifier(ref, seed=4)[1].named_parameters())
+    rng = torch.get_rng_state()
 
     def off_by_one_draw(model, missing, seed):
         torch.manual_seed(seed + 1)
@@ -151,8 +155,11 @@ def test_a_student_whose_initialisation_does_not_replay_is_never_kept(checkpoint
     monkeypatch.setattr(resident, "_replay", off_by_one_draw)
     with pytest.warns(UserWarning, match="does not replay exactly"):
         _, model = resident.load_student(ref, seed=4)
-    assert not resident._MODELS
+    assert not resident._MODELS and len(from_pretrained_calls) == 2  # the reference load, and this one
     assert all(torch.equal(p, expected[n]) for n, p in model.named_parameters())
+    assert torch.equal(torch.get_rng_state(), rng)  # the RNG where the fresh load above left it
+    resident.load_student(ref, seed=4)
+    assert len(from_pretrained_calls) == 3 and not resident._MODELS
 
 
 def test_tokenized_texts_from_the_cache_are_the_tokenizers_own(checkpoints):

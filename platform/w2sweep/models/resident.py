@@ -69,9 +69,9 @@ def load_student(ref: str, *, seed: int, tokenizer_ref: str | None = None, trust
             _evict(key)
             entry = None
     if entry is None:
-        entry = _load(ref, key, seed, base)
+        entry, tokenizer, model = _load(ref, key, seed, base)
         if entry is None:  # its initialisation does not replay: this one load serves this cell only
-            return load_classifier(ref, seed=seed, mode=mode, **base, **lora)
+            return tokenizer, _set_trainable(model, mode, **{**_LORA_DEFAULTS, **lora})
     entry.handed_out = entry.base  # until the mode is applied: a failure there is undone (or dropped) next time
     model = _set_trainable(entry.base, mode, **{**_LORA_DEFAULTS, **lora})
     entry.handed_out = model
@@ -128,9 +128,10 @@ def _key(ref: str, base: dict) -> tuple | None:
     return None if key in _NOT_REPLAYABLE else key
 
 
-def _load(ref: str, key: tuple, seed: int, base: dict) -> _Resident | None:
+def _load(ref: str, key: tuple, seed: int, base: dict) -> tuple[_Resident | None, object, object]:
     """Load the student's base (mode full: every weight as the checkpoint and the seed give it), after
-    dropping least recently used students down to the bound. None if its initialisation does not replay."""
+    dropping least recently used students down to the bound: (entry, tokenizer, model), the entry None
+    if its initialisation does not replay (the model is then as loaded, for this cell alone)."""
     while len(_MODELS) >= resident_limit():
         _evict(next(iter(_MODELS)))
     tokenizer, model = load_classifier(ref, seed=seed, mode="full", **base)
@@ -140,9 +141,9 @@ def _load(ref: str, key: tuple, seed: int, base: dict) -> _Resident | None:
         _NOT_REPLAYABLE.add(key)
         warnings.warn(f"student {ref!r}: its initialisation from the seed does not replay exactly; it is "
                       "loaded afresh for every cell", stacklevel=3)
-        return None
+        return None, tokenizer, model
     _MODELS[key] = entry
-    return entry
+    return entry, tokenizer, model
 
 
 def _evict(key: tuple) -> None:
@@ -183,7 +184,12 @@ class _Resident:
                 torch.equal(p.detach().cpu(), fresh[n]) for n, p in model.named_parameters() if n in missing)
         except Exception:
             same = False
-        if not same:
+        if not same:  # put back what the load gave: this model still serves its cell
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    if n in missing:
+                        p.data = fresh[n].to(default_device())
+            torch.set_rng_state(rng)
             return None
         host = copy_weights(model.named_parameters())
         if torch.cuda.is_available():
