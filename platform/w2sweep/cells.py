@@ -20,7 +20,7 @@ from w2sweep.features import Features, head_on_features, load_features
 from w2sweep.grid import Cell
 from w2sweep.losses import make_loss
 from w2sweep.metrics import evaluate
-from w2sweep.models import load_classifier, load_kwargs
+from w2sweep.models import load_kwargs, resident
 from w2sweep.prerequisites import KeyClaims, NoClaims, ensure_prerequisites
 from w2sweep.prompting import fewshot_prefix, load_causal_lm, prompt_scores, prompt_text, warn_if_truncated
 from w2sweep.results import CellResult, write_predictions
@@ -87,7 +87,7 @@ def _train_and_score(cell: Cell, pools: Pools, weak: WeakLabels | None, features
     that bought labels. Prompts are truncated from the left, so a long prefix loses its first shots,
     never the example itself."""
     method, settings = cell.recipe, cell.settings
-    tokenizer, model = load_classifier(cell.student.model, seed=cell.seed, **load_kwargs(cell.student))
+    tokenizer, model = resident.load_student(cell.student.model, seed=cell.seed, **load_kwargs(cell.student))
     if method.fewshot:
         tokenizer.truncation_side = "left"
     trained = model if features is None else head_on_features(model)
@@ -98,7 +98,8 @@ def _train_and_score(cell: Cell, pools: Pools, weak: WeakLabels | None, features
             return Features(features[pool] if index is None else features[pool][index])
         texts = getattr(pools, pool).texts
         texts = texts if index is None else [texts[i] for i in index]
-        return TokenizedTexts(tokenizer, _show(prefix, texts, method.fewshot), settings.max_length)
+        cache = None if method.fewshot else resident.token_cache(tokenizer, settings.max_length)
+        return TokenizedTexts(tokenizer, _show(prefix, texts, method.fewshot), settings.max_length, cache=cache)
 
     counts = {"weak": cell.n_weak, "oracle": cell.n_oracle}
     prefix = ""
@@ -146,12 +147,12 @@ def _prompt_and_score(cell: Cell, pools: Pools, weak: WeakLabels) -> np.ndarray:
 
 def warm_up(cell: Cell) -> None:
     """Do the first-time work of `run_cell` that needs no prerequisite: build the pools and load the
-    student once (imports, tokenizer, weights into the page cache), then drop the model. A process
-    that would otherwise sit idle waiting for weak labels does this instead, and its first cell starts
-    warm (~2 s of a first tiny-bert cell on the CPU)."""
+    student once (imports, tokenizer, weights: kept resident, `w2sweep.models.resident`, or at least in
+    the page cache). A process that would otherwise sit idle waiting for weak labels does this instead,
+    and its first cell starts warm (~2 s of a first tiny-bert cell on the CPU)."""
     pools_for(cell.dataset, cell.seed)
     if cell.recipe.train:
-        load_classifier(cell.student.model, seed=cell.seed, **load_kwargs(cell.student))
+        resident.warm(cell.student.model, seed=cell.seed, **load_kwargs(cell.student))
 
 
 def run_cell(cell: Cell, storage: Storage, *, claims: KeyClaims = NoClaims(),

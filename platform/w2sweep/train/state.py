@@ -60,15 +60,28 @@ class TokenizedTexts:
     """Texts tokenized once, truncated to `max_length` on the tokenizer's truncation side. Each batch is
     padded to its own longest text on the tokenizer's padding side: the same tensors as calling the
     tokenizer on the batch with padding=True, without tokenizing every text again in every epoch and
-    validation (~12% of a small cell on the CPU)."""
+    validation (~12% of a small cell on the CPU).
 
-    def __init__(self, tokenizer, texts: list[str], max_length: int):
+    `cache` (text -> its rows, e.g. `w2sweep.models.resident.token_cache`: one per tokenizer and
+    `max_length`) carries tokenized texts across cells of a process: only texts not in it are
+    tokenized, and they are added. A text's rows do not depend on the others tokenized with it (no
+    padding here), so the tensors are the same either way."""
+
+    _COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
+
+    def __init__(self, tokenizer, texts: list[str], max_length: int, *, cache: dict | None = None):
         self.texts = list(texts)
         self.pad_id = tokenizer.pad_token_id
         self.side = tokenizer.padding_side
-        enc = tokenizer(self.texts, truncation=True, max_length=max_length) if self.texts else {}
-        self.columns = {name: [torch.tensor(row) for row in enc[name]] for name in
-                        ("input_ids", "attention_mask", "token_type_ids") if name in enc}
+        cache = {} if cache is None else cache
+        todo = [t for t in dict.fromkeys(self.texts) if t not in cache]
+        if todo:
+            enc = tokenizer(todo, truncation=True, max_length=max_length)
+            names = [name for name in self._COLUMNS if name in enc]
+            for i, text in enumerate(todo):
+                cache[text] = {name: torch.tensor(enc[name][i]) for name in names}
+        rows = [cache[t] for t in self.texts]
+        self.columns = {name: [row[name] for row in rows] for name in rows[0]} if rows else {}
 
     def __len__(self) -> int:
         return len(self.texts)
