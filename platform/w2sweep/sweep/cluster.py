@@ -8,7 +8,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
+import tempfile
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from unittest.mock import patch
 
@@ -103,11 +106,23 @@ def _init_ray(*, keep_credentials: bool = False) -> None:
     if os.environ.get("RAY_ADDRESS"):
         address = os.environ["RAY_ADDRESS"]
         _check_cluster_address(address)
-        try:
-            ray.init(address=address, runtime_env=_runtime_env(), **options)
-        except ConnectionError as e:  # `auto` with no cluster on this machine, a Ray client server that does not answer
-            raise ClusterError(f"cluster error: RAY_ADDRESS={address}: {str(e).splitlines()[0]}") from None
-        return
+        with _native_stderr_captured() as captured:
+            try:
+                ray.init(address=address, runtime_env=_runtime_env(), **options)
+            except ConnectionError as e:  # `auto` with no cluster on this machine, a Ray client server that does not answer
+                error = str(e).splitlines()[0]
+            else:
+                error = None
+            said = captured()
+        if error is None:
+            for line in said.splitlines():  # to the run's log file (`w2sweep.sweep.logs`), not the console
+                logging.getLogger("ray").warning(line)
+            return
+        if "InvalidAuthToken" in said or "Unauthenticated" in said:
+            raise ClusterError(f"cluster error: RAY_ADDRESS={address}: the cluster refused this client's "
+                               "authentication token: it runs with token authentication; set RAY_AUTH_MODE=token "
+                               "and give the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN")
+        raise ClusterError(f"cluster error: RAY_ADDRESS={address}: {error}")
     # A local cluster's processes start from this process's environment and run this interpreter on
     # this machine's files, so what the workers need travels in that environment instead of a runtime
     # env: nothing is packed at `ray.init`, and the claims actor starts in one of the workers Ray
@@ -117,6 +132,29 @@ def _init_ray(*, keep_credentials: bool = False) -> None:
         for name in () if keep_credentials else CREDENTIALS:
             os.environ.pop(name, None)  # patch.dict puts them back afterwards
         ray.init(address="local", **options)
+
+
+@contextmanager
+def _native_stderr_captured():
+    """What Ray's C++ core writes to this process's stderr while joining a cluster (a refused token
+    is one line a second for 20 s, then "Failed to connect"), into a temporary file: the console
+    gets one line from `_init_ray`, and the text decides what that line says."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+", errors="replace") as file:
+        os.dup2(file.fileno(), 2)
+
+        def captured() -> str:
+            sys.stderr.flush()
+            file.seek(0)
+            return file.read()
+
+        try:
+            yield captured
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _local_worker_env() -> dict[str, str]:
