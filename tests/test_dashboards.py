@@ -197,13 +197,19 @@ class Prometheus:
 @pytest.fixture(scope="module")
 def swept(prometheus, tmp_path_factory):
     """A Ray head with a fake GPU, Prometheus scraping it, and a 2-cell sweep run on it by a driver
-    that alone holds the storage credentials: one cell finishes, one fails (its student is an empty
-    model directory). Yields (head, prometheus, storage path, secret)."""
+    that alone holds the storage credentials: one cell finishes, one fails (its student's weights file
+    is not a safetensors file: the directory looks complete to `validate`, so the failure comes at run
+    time). Yields (head, prometheus, storage path, secret)."""
+    from w2sweep.models import load_classifier
+
     head = RayHead()
     prom = Prometheus(prometheus, head)
     try:
         tmp = tmp_path_factory.mktemp("swept")
-        (tmp / "broken-model").mkdir()
+        tokenizer, model = load_classifier("tiny-bert", seed=0, device="cpu")
+        model.save_pretrained(tmp / "broken-model")
+        tokenizer.save_pretrained(tmp / "broken-model")
+        (tmp / "broken-model" / "model.safetensors").write_bytes(b"not a safetensors file")
         storage = tmp / "store"
         config = tiny_config(str(storage), budgets=[4], spending_fractions=[0.5], max_failures=0,
                              resources={"cpu": 1, "gpu": 0.5},
