@@ -3,6 +3,8 @@ A Ray upgrade that renames, retypes or changes one fails here, by name, instead 
 sweep (a credential in a log, a placement group removed under a running cell, a metric missing)."""
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -23,8 +25,12 @@ def test_tune_copies_the_names_in_its_set_into_trial_runtime_envs_and_drops_the_
     from ray.tune.execution import class_cache
 
     assert isinstance(class_cache.ENV_VARS_TO_PROPAGATE, set)
-    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= class_cache.ENV_VARS_TO_PROPAGATE
-    monkeypatch.setattr(class_cache, "ENV_VARS_TO_PROPAGATE", set(class_cache.ENV_VARS_TO_PROPAGATE))
+    # Tune's own default, read in a fresh interpreter: a sweep run earlier in this process dropped them.
+    default = subprocess.run([sys.executable, "-c", "from ray.tune.execution import class_cache; "
+                              "print(' '.join(sorted(class_cache.ENV_VARS_TO_PROPAGATE)))"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(default)
+    monkeypatch.setattr(class_cache, "ENV_VARS_TO_PROPAGATE", set(default))
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-secret")
     monkeypatch.setenv("RAY_CHDIR_TO_TRIAL_DIR", "0")
 
@@ -43,7 +49,8 @@ def test_train_v2_propagates_the_names_in_its_set_to_its_controller(monkeypatch)
     from ray.train.v2._internal import constants
 
     assert isinstance(constants.ENV_VARS_TO_PROPAGATE, set)
-    monkeypatch.setattr(constants, "ENV_VARS_TO_PROPAGATE", set(constants.ENV_VARS_TO_PROPAGATE))
+    # Without RAY_ADDRESS, as Ray ships it (a sweep run earlier in this process added it).
+    monkeypatch.setattr(constants, "ENV_VARS_TO_PROPAGATE", set(constants.ENV_VARS_TO_PROPAGATE) - {"RAY_ADDRESS"})
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
     assert "RAY_ADDRESS" not in constants.get_env_vars_to_propagate()
     raycompat.propagate_to_train_controller("RAY_ADDRESS")

@@ -18,7 +18,7 @@ def _stand_in_runner(monkeypatch, config: dict, *, num_failed: int | None = None
     ids = [c.cell_id for c in expand_cells(parse_config(config))]
     num_failed = len(ids) if num_failed is None else num_failed
 
-    def run_sweep(resolved):
+    def run_sweep(resolved, **options):  # retry_failed=...: the CLI passes its flags through
         return w2sweep.sweep.SweepReport(
             num_cells=len(ids), num_skipped=0, num_done=len(ids) - num_failed,
             failed={i: "RuntimeError: CUDA out of memory" for i in ids[:num_failed]})
