@@ -1,5 +1,5 @@
 """A real pretrained student on real data finds the signal it is known to have: all-MiniLM-L6-v2 (head
-only, on its own mean pooling) on a slice of SST-2 from ../shared/data, trained on 256 gold labels and
+only, on its own mean pooling, trained as a probe: lr 3e-3, at least 300 steps) on a slice of SST-2 from ../shared/data, trained on 256 gold labels and
 scored on 400 held-out sentences. Its accuracy is significantly above the test pool's majority rate
 (one-sided exact binomial test) and its AUROC interval excludes 0.5: the platform's statistics must be
 able to say "signal" as well as "noise"."""
@@ -23,7 +23,7 @@ def test_minilm_on_an_sst2_slice_is_significantly_above_the_majority_rate(tmp_pa
                        num_examples=2000, pools=dict(weak_train=50, val=100, test=400, weak_label=20,
                                                      oracle=300))],
         weak_supervisors=[dict(model="tiny-bert", name="tiny-weak", epochs=1, max_length=32)],
-        students=[dict(model="minilm-l6", name="minilm-head", mode="head", max_length=64)],
+        students=[dict(model="minilm-l6", name="minilm-head", mode="head", max_length=64, lr=3e-3, min_steps=300)],
         methods=["sft-oracle"], budgets=[256], spending_fractions=[1], seeds=[0]))
     _, cells = plan(config)
     (cell,) = cells
