@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,25 @@ def write_config(tmp_path):
 # Real S3 servers on 127.0.0.1 (SeaweedFS, moto), started and stopped by the tests: see s3servers.py.
 # `free_port()` (a free TCP port on 127.0.0.1) lives there too; every test takes it from here.
 from s3servers import free_port, moto_s3, s3_env, s3_server, seaweedfs  # noqa: E402, F401
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_ray_left_behind():
+    """`run_sweep` called in-process joins Ray and leaves it joined (the CLI shuts it down, a test need
+    not): the next module's own `ray.init` would then fail. Each module ends with Ray shut down."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
+def broken_model_dir(path: Path) -> Path:
+    """A model directory that looks complete to `validate` (config, tokenizer, weights file) but whose
+    weights file is not a safetensors file: its cells fail at run time, not at planning."""
+    from w2sweep.models import load_classifier
+
+    tokenizer, model = load_classifier("tiny-bert", seed=0, device="cpu")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (path / "model.safetensors").write_bytes(b"not a safetensors file")
+    return path

@@ -17,7 +17,7 @@ import pytest
 import ray
 import yaml
 
-from conftest import REPO, free_port, tiny_config
+from conftest import REPO, broken_model_dir, free_port, tiny_config
 from test_jobs import RayHead
 from w2sweep.telemetry import EXPORTED
 
@@ -200,16 +200,11 @@ def swept(prometheus, tmp_path_factory):
     that alone holds the storage credentials: one cell finishes, one fails (its student's weights file
     is not a safetensors file: the directory looks complete to `validate`, so the failure comes at run
     time). Yields (head, prometheus, storage path, secret)."""
-    from w2sweep.models import load_classifier
-
     head = RayHead()
     prom = Prometheus(prometheus, head)
     try:
         tmp = tmp_path_factory.mktemp("swept")
-        tokenizer, model = load_classifier("tiny-bert", seed=0, device="cpu")
-        model.save_pretrained(tmp / "broken-model")
-        tokenizer.save_pretrained(tmp / "broken-model")
-        (tmp / "broken-model" / "model.safetensors").write_bytes(b"not a safetensors file")
+        broken_model_dir(tmp / "broken-model")
         storage = tmp / "store"
         config = tiny_config(str(storage), budgets=[4], spending_fractions=[0.5], max_failures=0,
                              resources={"cpu": 1, "gpu": 0.5},

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import tiny_config
+from conftest import broken_model_dir, tiny_config
 from test_surviving import _config
 from w2sweep import layout
 
@@ -89,7 +89,7 @@ def test_a_killed_cell_resumes_on_retry_failed_and_ends_with_the_uninterrupted_r
 
 
 def test_a_failed_cell_is_one_console_line_and_its_traceback_is_in_the_runs_log_file(tmp_path, write_config):
-    (tmp_path / "broken-model").mkdir()
+    broken_model_dir(tmp_path / "broken-model")  # fails at run time, not at validate
     storage = tmp_path / "store"
     path = write_config(tiny_config(
         str(storage), budgets=[4], spending_fractions=[0.5], max_failures=1,
