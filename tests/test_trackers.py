@@ -207,7 +207,7 @@ def _watching_progress(out: str):
     """A `run` for the trials: `run_cell`, after saving the driver's progress object as it is while
     this cell runs (once it counts a running cell). Defined inside a function, so Ray pickles it by value."""
 
-    def run(cell, storage, *, claims, hooks=None):
+    def run(cell, storage, *, claims, hooks=None, **options):  # write_timeout_s=...: passed through
         from w2sweep import layout
         from w2sweep.cells import run_cell
 
@@ -222,7 +222,7 @@ def _watching_progress(out: str):
             except (OSError, ValueError):
                 pass
             time.sleep(0.5)
-        return run_cell(cell, storage, claims=claims, hooks=hooks)
+        return run_cell(cell, storage, claims=claims, hooks=hooks, **options)
 
     return run
 
