@@ -108,7 +108,7 @@ class SleepCell:
                 with claims.holding(need.key):
                     need.ensure(storage)
 
-    def __call__(self, cell, storage, *, claims, hooks=None):
+    def __call__(self, cell, storage, *, claims, hooks=None, **_):  # write_timeout_s: its own write is one PUT
         from w2sweep.results import CellResult, cell_key
 
         counts = count_boto3_operations() if self.count_requests else Counter()
