@@ -15,8 +15,8 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from w2sweep.config_checks import (DEFAULT_MAX_CELLS, MAX_EXAMPLES, MAX_FIELD, MAX_LINES, MAX_MESSAGE, MAX_NAME,
-                                   MAX_SEED, Int, Real, budget_problem, clip, count_cells, int_or_auto, no_bool_first,
-                                   one_line, repeated, shown, storage_problem)
+                                   MAX_SEED, Int, Real, budget_problem, clip, count_cells, error_line, format_error,
+                                   int_or_auto, no_bool_first, one_line, repeated, shown, storage_problem)
 from w2sweep.config_loading import LoadError, read_yaml
 from w2sweep.methods import CEILING, canonical_name, parse_method
 
@@ -374,25 +374,6 @@ class SweepConfig(_Strict):
                           stacklevel=3)
 
 
-def error_line(field: str, value: object, msg: str) -> str:
-    """One bad value as the line the CLI prints: the field, the value (a section by its type) and
-    what is allowed. The schema's errors and the planning step's reference checks share it; every
-    part is cut to a few hundred characters (`w2sweep.config_checks.shown`), so a huge value stays one line."""
-    return f"config error: {clip(field, MAX_FIELD)}: {shown(value)}: {clip(msg, MAX_MESSAGE)}"
-
-
-def _format_error(err: dict) -> str:
-    field = clip(".".join(str(p) for p in err["loc"]) or "<top level>", MAX_FIELD)
-    msg = err["msg"].removeprefix("Value error, ")
-    if not err["loc"]:  # a check across fields: the message names them
-        return f"config error: <top level>: {clip(msg, MAX_MESSAGE)}"
-    if err["type"] == "extra_forbidden":
-        return f"config error: {field}: unknown key (not a field of this section)"
-    if err["type"] == "missing":
-        return f"config error: {field}: required field is missing"
-    return error_line(field, err.get("input"), msg)
-
-
 def parse_config(raw: object) -> SweepConfig:
     """The config of plain data `raw`; ConfigError with one line per problem, at most `MAX_LINES`
     of them and one line counting the rest (a list of 10^5 bad values stays readable)."""
@@ -402,7 +383,7 @@ def parse_config(raw: object) -> SweepConfig:
     try:
         return SweepConfig.model_validate(raw)
     except ValidationError as e:
-        lines = [_format_error(err) for err in e.errors(include_url=False)]
+        lines = [format_error(err) for err in e.errors(include_url=False)]
     except RecursionError:  # data built in Python, nested beyond what YAML loading allows
         lines = ["config error: <top level>: nested too deeply"]
     if len(lines) > MAX_LINES:

@@ -228,3 +228,23 @@ def tracker_problems(trackers: list[str], environ) -> list[str]:
                 problems.append("'wandb' online needs an API key: set WANDB_API_KEY or run `wandb login`; "
                                 "or WANDB_MODE=offline (runs written under WANDB_DIR)")
     return problems
+
+
+def error_line(field: str, value: object, msg: str) -> str:
+    """One bad value as the line the CLI prints: the field, the value (a section by its type) and
+    what is allowed. The schema's errors and the planning step's reference checks share it; every
+    part is cut to a few hundred characters (`w2sweep.config_checks.shown`), so a huge value stays one line."""
+    return f"config error: {clip(field, MAX_FIELD)}: {shown(value)}: {clip(msg, MAX_MESSAGE)}"
+
+
+def format_error(err: dict) -> str:
+    """One pydantic error as an `error_line`."""
+    field = clip(".".join(str(p) for p in err["loc"]) or "<top level>", MAX_FIELD)
+    msg = err["msg"].removeprefix("Value error, ")
+    if not err["loc"]:  # a check across fields: the message names them
+        return f"config error: <top level>: {clip(msg, MAX_MESSAGE)}"
+    if err["type"] == "extra_forbidden":
+        return f"config error: {field}: unknown key (not a field of this section)"
+    if err["type"] == "missing":
+        return f"config error: {field}: required field is missing"
+    return error_line(field, err.get("input"), msg)
