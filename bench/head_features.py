@@ -67,8 +67,8 @@ def main() -> None:
         t = time.monotonic()
         ensure_features(storage, config.name, first.dataset, first.student, first.seed, first.settings.max_length)
         compute_s = time.monotonic() - t
-        stored = load_features(storage, config.name, first.features_key).pools
         pools, weak = pools_for(first.dataset, first.seed), load_weak_labels(storage, config.name, first.weak_key)
+        stored = load_features(storage, config.name, first.features_key).for_pools(pools)
         seconds = {"stored": [], "body": []}
         for cell in cells:
             for side, features in (("body", None), ("stored", stored)):

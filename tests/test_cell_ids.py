@@ -14,7 +14,9 @@ PINNED = {
     ("tiny-student", "seq-sft", 4.0, 0.5, 0): ("292e4f3068ea4889", "bbc657b67052faa7", None),
     ("tiny-student", "seq-sft+fewshot", 16.0, 1.0, 3): ("e22ae71014be0b39", "c374809b055c05bc", None),
     ("tiny-student", "seq-sft+logconf", 16.0, 0.0, 0): ("1c38595d70e2b5da", "bbc657b67052faa7", None),
-    ("tiny-head", "seq-sft", 16.0, 0.5, 3): ("21d0145bbdf34f60", "c374809b055c05bc", "644e6d6aac73a113"),
+    # Features key changed on purpose: stored features became rows keyed by text (FEATURES_VERSION 2;
+    # was "644e6d6aac73a113"). The cell id and weak-label key did not move.
+    ("tiny-head", "seq-sft", 16.0, 0.5, 3): ("21d0145bbdf34f60", "c374809b055c05bc", "68b4e21cbfd7c4b6"),
     # Changed on purpose: the ceiling reads no weak labels and runs once per (dataset, student, seed),
     # with no weak supervisor in its identity and no weak-label key (was "0dfe14cc9489690e", "bbc657b67052faa7").
     ("tiny-student", "ceiling", 350.0, 1.0, 0): ("a4655e8353fe6cd7", None, None),

@@ -20,6 +20,7 @@ from conftest import tiny_config
 from w2sweep.cells import run_cell
 from w2sweep.grid import expand_cells
 from w2sweep.config import parse_config
+from w2sweep.data import dedupe, load_task, pools_for
 from w2sweep.features import Features, extract, head_on_features, load_features
 from w2sweep.models import load_classifier
 from w2sweep.prerequisites import ensure_prerequisites
@@ -171,8 +172,8 @@ def test_head_only_features_are_computed_once_per_key_across_cells_and_reruns(tm
     assert len(count_weak_trainings) == 1
     assert all(storage.exists(f"{config.name}/cells/{c.cell_id}.json") for c in cells)
     for cell in cells:  # the stored vectors are the pools', row for row
-        stored = load_features(storage, config.name, cell.features_key)
-        assert stored.pools is not None and len(stored.pools["test"]) == 32 and len(stored.pools["oracle"]) == 64
+        stored = load_features(storage, config.name, cell.features_key).for_pools(pools_for(cell.dataset, cell.seed))
+        assert stored is not None and len(stored["test"]) == 32 and len(stored["oracle"]) == 64
 
     assert prerequisites_to_compute(storage, cells) == []
     _run(config)  # the re-run: nothing to compute, nothing to train
@@ -263,3 +264,41 @@ def test_in_a_process_group_rank_0_computes_the_keys_and_the_other_ranks_wait_fo
     (cell,) = expand_cells(config)
     assert all(Storage.from_uri(config.storage).exists(need.key) for need in cell.prerequisites)
     assert [json.loads((tmp_path / f"rank.{r}").read_text())["warmed"] for r in (0, 1)] == [0, 0]
+
+
+def test_a_pretrained_body_has_one_features_key_for_every_seed_and_pool_size(tmp_path, count_features):
+    # minilm-l6 is loaded, not drawn from the seed: its features are one pass over the whole task,
+    # and each seed's pools pick their rows by text. A tiny body stays per seed.
+    students = [dict(model="minilm-l6", name="minilm-probe", mode="head", epochs=1, max_length=16),
+                dict(model="tiny-bert", name="tiny-probe", mode="head", epochs=1, max_length=16)]
+    config = _small(str(tmp_path / "store"), students=students, seeds=[0, 1])
+    bigger = _small(str(tmp_path / "store"), students=students, seeds=[0, 1],
+                    datasets=[dict(name="synthetic-sentiment", source="synthetic", num_examples=400,
+                                   pools=dict(weak_train=32, val=32, test=32, weak_label=128, oracle=96))])
+    keys = {}
+    for cfg in (config, bigger):
+        for cell in expand_cells(cfg):
+            keys.setdefault(cell.student.label, set()).add(cell.features_key)
+    assert len(keys["minilm-probe"]) == 1
+    assert len(keys["tiny-probe"]) == 4  # 2 seeds x 2 pool layouts
+
+    storage = Storage.from_uri(config.storage)
+    needs = [n for n in prerequisites_to_compute(storage, expand_cells(config) + expand_cells(bigger))
+             if n.kind == "features"]
+    for need in needs:
+        need.ensure(storage)
+    assert [model for _, model, _ in count_features].count("minilm-l6") == 1
+    assert [model for _, model, _ in count_features].count("tiny-bert") == 4
+
+    # The rows a seed's pools pick are the body's features of exactly those texts.
+    cell = next(c for c in expand_cells(bigger) if c.student.label == "minilm-probe" and c.seed == 1)
+    pools = pools_for(cell.dataset, 1)
+    stored = load_features(storage, bigger.name, cell.features_key)
+    assert len(stored.keys) == len(set(stored.keys)) == len(dedupe(load_task(cell.dataset)))  # the whole task
+    picked = stored.for_pools(pools)
+    tokenizer, model = load_classifier("minilm-l6", seed=1, mode="head")
+    for name in ("test", "oracle"):
+        direct, _ = extract(model, TokenizedTexts(tokenizer, getattr(pools, name).texts, 16),
+                            pad_token_id=tokenizer.pad_token_id)
+        np.testing.assert_allclose(picked[name], direct, rtol=1e-4, atol=1e-5)
+    assert len(picked["oracle"]) == 96 and np.ptp(picked["test"]) > 0

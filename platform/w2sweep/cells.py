@@ -178,10 +178,10 @@ def run_cell(cell: Cell, storage: Storage, *, claims: KeyClaims = NoClaims(),
         features = None
         if cell.features_key is not None:
             stored = load_features(storage, cell.sweep, cell.features_key)
-            if stored.pools is None:
+            if stored.values is None:
                 warnings.warn(f"student {cell.student.label!r} trains its head through the body in every "
                               f"step: no stored features ({stored.reason})", stacklevel=2)
-            features = stored.pools
+            features = stored.for_pools(pools)
         scores = _train_and_score(cell, pools, weak, features, hooks=hooks)
     else:
         scores = _prompt_and_score(cell, pools, weak)

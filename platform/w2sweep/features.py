@@ -2,9 +2,14 @@
 
 A head-only student trains its classification head on a body that never changes, so the body's
 output for an example is the same in every epoch and every cell. `ensure_features` computes it once
-per (dataset and pools, student body, max_length, seed) and stores it next to the weak labels; every
-cell of that student then trains and scores its head on the stored vectors (`Features`,
-`HeadOnFeatures`) instead of running the body at every step.
+and stores it next to the weak labels; every cell of that student then trains and scores its head on
+the stored vectors (`Features`, `HeadOnFeatures`) instead of running the body at every step.
+
+How often is "once": a pretrained body is the same in every seed (the seed draws the pools and the
+head, which reads the features), so one pass over the whole deduplicated task serves every seed and
+every pool size: a sweep of S seeds pays one feature pass per (dataset, body, max_length), not S. A
+tiny model's body is drawn from the seed, so its features are per seed, over that seed's pools.
+Either way rows are stored by their text's `text_key` and a cell picks its pools' rows by text.
 
 The stored vector of an example is what the head reads: its input at the position the model pools
 (the pooled output of a BERT-style encoder, or a sentence-transformers checkpoint's own pooling, e.g.
@@ -27,9 +32,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from w2sweep import layout
+from w2sweep.data.keys import text_key
 from w2sweep.storage import Storage
 
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2  # 2: rows keyed by text; a pretrained body's features cover the whole task
 POOLS = ("weak_label", "oracle", "val", "test")  # every pool a student reads
 
 
@@ -39,12 +45,25 @@ def uses_features(mode: str, *, train: bool, fewshot: bool) -> bool:
     return mode == "head" and train and not fewshot
 
 
+def seed_free(student) -> bool:
+    """Whether the student's body is the same in every seed: a pretrained body is loaded, a tiny
+    model's is drawn at random from the seed."""
+    from w2sweep.models import model_kind
+
+    return model_kind(student.model) != "tiny"
+
+
 def features_key(dataset, student, seed: int, *, max_length: int) -> str:
-    """Content hash of what determines the features: the dataset and its pools, the body (model,
-    tokenizer, trust_remote_code), the truncation length and the seed (pools and tiny models' weights)."""
+    """Content hash of what determines the features: the dataset, the body (model, tokenizer,
+    trust_remote_code), the truncation length and, for a body drawn from the seed, the seed and the
+    pools it reads. A seed-free body's features cover the whole task, whatever the pool sizes."""
     body = {name: getattr(student, name) for name in ("model", "tokenizer", "trust_remote_code")}
-    blob = dict(dataset=dataset.canonical_dump(), body=body, max_length=max_length, seed=seed,
-                version=FEATURES_VERSION)
+    data = dataset.canonical_dump()
+    blob = dict(body=body, max_length=max_length, version=FEATURES_VERSION)
+    if seed_free(student):
+        blob["dataset"] = {name: value for name, value in data.items() if name != "pools"}
+    else:
+        blob.update(dataset=data, seed=seed)
     from w2sweep.models import planned_pooling
 
     pooling = planned_pooling(student.model)
@@ -59,11 +78,21 @@ def object_key(sweep: str, key: str) -> str:
 
 @dataclass(frozen=True)
 class StoredFeatures:
-    """One array [N, H] per pool in pool order; None everywhere with `reason` when the model's head
-    cannot train on stored features."""
+    """Feature vectors `values` [N, H] of N texts, row i for the text whose `text_key` is keys[i]; or
+    no rows (`values` None) and `reason` when the model's head cannot train on stored features."""
 
-    pools: dict[str, np.ndarray] | None
+    keys: list[str]
+    values: np.ndarray | None
     reason: str = ""
+
+    def for_pools(self, pools) -> dict[str, np.ndarray] | None:
+        """One array [n, H] per pool a student reads, row for row with the pool's texts; None when
+        there are no stored features."""
+        if self.values is None:
+            return None
+        row = {key: i for i, key in enumerate(self.keys)}
+        return {name: self.values[np.array([row[text_key(t)] for t in getattr(pools, name).texts], dtype=np.int64)]
+                for name in POOLS}
 
 
 class Features:
@@ -111,7 +140,9 @@ def extract(model, examples, *, pad_token_id: int, batch_size: int = 64) -> tupl
     """(features [N, H], "") of `examples` (`w2sweep.train.TokenizedTexts`), or (None, why not).
 
     A forward hook records the head's input; a [B, T, H] input (a causal LM's head runs on every
-    position) is read at the position transformers pools: the last token that is not padding."""
+    position) is read at the position transformers pools: the last token that is not padding.
+    Batches hold texts of similar length (each is padded to its longest), so little of the pass is
+    spent on padding; the rows come back in the order of `examples`."""
     import torch
 
     from w2sweep.train import model_device
@@ -122,11 +153,12 @@ def extract(model, examples, *, pad_token_id: int, batch_size: int = 64) -> tupl
     seen = {}
     hook = head.register_forward_pre_hook(lambda _, args: seen.__setitem__("input", args[0]))
     device, out = model_device(model), []
+    order = np.argsort(examples.lengths(), kind="stable")
     model.eval()
     try:
         with torch.no_grad():
             for start in range(0, len(examples), batch_size):
-                batch = examples.batch(np.arange(start, min(start + batch_size, len(examples))), device)
+                batch = examples.batch(order[start:start + batch_size], device)
                 logits = model(**batch).logits.float()
                 h = seen.pop("input")
                 if h.dim() == 3 and h.shape[1] == 1:  # a pooled vector handed to a sequence head
@@ -141,7 +173,11 @@ def extract(model, examples, *, pad_token_id: int, batch_size: int = 64) -> tupl
                 out.append(h.float().cpu())
     finally:
         hook.remove()
-    return torch.cat(out).numpy(), ""
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32), ""
+    values = np.empty((len(examples), out[0].shape[1]), dtype=np.float32)
+    values[order] = torch.cat(out).numpy()
+    return values, ""
 
 
 def _reproduces(head, h, logits) -> bool:
@@ -156,35 +192,39 @@ def _reproduces(head, h, logits) -> bool:
         return False
 
 
+def feature_texts(dataset, student, seed: int) -> list[str]:
+    """The texts whose features are stored: the whole deduplicated task for a seed-free body, else the
+    texts of every pool the student reads in this seed."""
+    from w2sweep.data import dedupe, load_task, pools_for
+
+    if seed_free(student):
+        return dedupe(load_task(dataset)).texts
+    pools = pools_for(dataset, seed)
+    return [text for name in POOLS for text in getattr(pools, name).texts]
+
+
 def compute_features(dataset, student, seed: int, max_length: int) -> StoredFeatures:
-    """Load the student as `load_classifier` does for a cell and record its head's input on every pool."""
-    from w2sweep.data import pools_for
+    """Load the student as `load_classifier` does for a cell and record its head's input on every
+    text of `feature_texts`."""
     from w2sweep.models import load_classifier, load_kwargs
     from w2sweep.train import TokenizedTexts
 
-    pools = pools_for(dataset, seed)
+    texts = feature_texts(dataset, student, seed)
     tokenizer, model = load_classifier(student.model, seed=seed, **load_kwargs(student))
-    arrays = {}
-    for name in POOLS:
-        values, reason = extract(model, TokenizedTexts(tokenizer, getattr(pools, name).texts, max_length),
-                                 pad_token_id=tokenizer.pad_token_id)
-        if values is None:
-            return StoredFeatures(None, reason)
-        arrays[name] = values
-    return StoredFeatures(arrays)
+    values, reason = extract(model, TokenizedTexts(tokenizer, texts, max_length), pad_token_id=tokenizer.pad_token_id)
+    if values is None:
+        return StoredFeatures([], None, reason)
+    return StoredFeatures([text_key(t) for t in texts], values)
 
 
 def _to_parquet(stored: StoredFeatures) -> bytes:
-    if stored.pools is None:
-        table = pa.table({"pool": pa.array([], pa.string()), "position": pa.array([], pa.int32())})
-        table = table.replace_schema_metadata({"unusable": stored.reason})
+    if stored.values is None:
+        table = pa.table({"key": pa.array([], pa.string())}).replace_schema_metadata({"unusable": stored.reason})
     else:
-        width = next(iter(stored.pools.values())).shape[1]
-        flat = np.concatenate([stored.pools[p] for p in POOLS]).reshape(-1)
+        width = stored.values.shape[1]
         table = pa.table({
-            "pool": pa.array([p for p in POOLS for _ in range(len(stored.pools[p]))], pa.string()),
-            "position": pa.array([i for p in POOLS for i in range(len(stored.pools[p]))], pa.int32()),
-            "feature": pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), width),
+            "key": pa.array(stored.keys, pa.string()),
+            "feature": pa.FixedSizeListArray.from_arrays(pa.array(stored.values.reshape(-1), pa.float32()), width),
         })
     buf = io.BytesIO()
     pq.write_table(table, buf)
@@ -195,11 +235,10 @@ def _from_parquet(data: bytes) -> StoredFeatures:
     table = pq.read_table(io.BytesIO(data))
     meta = table.schema.metadata or {}
     if b"unusable" in meta:
-        return StoredFeatures(None, meta[b"unusable"].decode())
-    pools = np.asarray(table["pool"].to_pylist())
+        return StoredFeatures([], None, meta[b"unusable"].decode())
     column = table["feature"].combine_chunks()
     values = column.flatten().to_numpy().reshape(len(column), column.type.list_size)
-    return StoredFeatures({p: values[pools == p] for p in POOLS})
+    return StoredFeatures(table["key"].to_pylist(), values)
 
 
 def load_features(storage: Storage, sweep: str, key: str) -> StoredFeatures:
@@ -207,7 +246,7 @@ def load_features(storage: Storage, sweep: str, key: str) -> StoredFeatures:
 
 
 def ensure_features(storage: Storage, sweep: str, dataset, student, seed: int, max_length: int) -> str:
-    """Compute and store the features of (dataset, student body, seed) unless already stored; returns
+    """Compute and store the features of (dataset, student body[, seed]) unless already stored; returns
     the key. Safe to call concurrently: the first writer wins."""
     key = features_key(dataset, student, seed, max_length=max_length)
     storage.compute_once(object_key(sweep, key),

@@ -86,6 +86,10 @@ class TokenizedTexts:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def lengths(self) -> np.ndarray:
+        """Tokens of each text [N], after truncation."""
+        return np.array([len(row) for row in self.columns.get("input_ids", [])], dtype=np.int64)
+
     def batch(self, idx, device) -> dict[str, torch.Tensor]:
         # non_blocking: a blocking host-to-GPU copy waits for the GPU to finish the previous step, so
         # the GPU would idle while the next step's kernels are launched.
