@@ -16,7 +16,7 @@ import pytest
 import w2sweep
 
 PACKAGE = Path(w2sweep.__file__).parent
-CORE = {"config", "config_checks", "config_loading", "costs", "data", "models", "losses", "train", "metrics", "results", "frontier", "storage",
+CORE = {"config", "config_checks", "config_loading", "subgrids", "costs", "data", "models", "losses", "train", "metrics", "results", "frontier", "storage",
         "layout", "methods", "prompting", "weak", "features", "grid", "cells", "report", "status", "pull", "search",
         "prerequisites", "shots", "consistency", "capacity", "truncation", "cell_objects", "memory"}
 ORCHESTRATION = {"sweep", "claims", "distributed", "telemetry", "cli", "cli_output", "raycompat", "trackers"}

@@ -71,10 +71,10 @@ def cmd_validate(args) -> int:
     notes, cut = truncation_report(config)  # texts max_length cuts: a warning, not an error
     for line in cut:
         print(line, file=sys.stderr)
-    print(f"{config.name}: {len(cells)} cells "
-          f"({len(config.datasets)} datasets x {len(config.weak_supervisors)} weak supervisors x "
-          f"{len(config.students)} students x {len(config.methods)} methods x budget splits x "
-          f"{len(config.seeds)} seeds)")
+    shape = (f"the union of {len(config.grids)} grids" if config.grids else
+             f"{len(config.datasets)} datasets x {len(config.weak_supervisors)} weak supervisors x "
+             f"{len(config.students)} students x {len(config.methods)} methods x budget splits x {len(config.seeds)} seeds")
+    print(f"{config.name}: {len(cells)} cells ({shape})")
     splits = Counter((c.method, c.budget, c.spending_fraction, c.n_weak, c.n_oracle, c.label_cost) for c in cells)
     width = max(len("method"), *(len(c.method) for c in cells))
     print(f"{'method':<{width}} {'budget':>8} {'f':>6} {'n_weak':>7} {'n_oracle':>8} {'label cost':>10} {'cells':>6}")

@@ -19,6 +19,7 @@ from w2sweep.config_checks import (DEFAULT_MAX_CELLS, MAX_EXAMPLES, MAX_FIELD, M
                                    int_or_auto, no_bool_first, one_line, repeated, shown, storage_problem)
 from w2sweep.config_loading import LoadError, read_yaml
 from w2sweep.methods import CEILING, canonical_name, parse_method
+from w2sweep.subgrids import Subgrid, sub_configs
 
 
 class ConfigError(ValueError):
@@ -63,7 +64,6 @@ Steps = Int(gt=0, le=1000)  # epochs, patience
 BatchSize = Int(gt=0, le=65_536)
 Workers = Real(gt=0, le=1024)  # CPUs or GPUs of one worker
 NonEmptyStr = Annotated[str, Field(min_length=1)]
-
 
 
 class PoolSizes(_Strict):
@@ -250,8 +250,8 @@ class SearchOptions(_Strict):
 
 
 class SweepConfig(_Strict):
-    # Search fields choose which cells run, never what a cell is: left out of ids at their default.
-    ADDED_FIELDS = frozenset({"search", "search_options"})
+    # Search fields and grids choose which cells run, never what a cell is: left out of ids at their default.
+    ADDED_FIELDS = frozenset({"search", "search_options", "grids"})
 
     name: str
     storage: str = "outputs"
@@ -281,6 +281,7 @@ class SweepConfig(_Strict):
     # grid: run every cell; adaptive: rounds that run only the fractions the best may lie at (w2sweep.search)
     search: Literal["grid", "adaptive"] = "grid"
     search_options: SearchOptions = SearchOptions()
+    grids: list[Subgrid] = []  # the sweep as a union of sub-grids of the axes above (w2sweep.subgrids)
 
     @field_validator("name")
     @classmethod
@@ -351,8 +352,7 @@ class SweepConfig(_Strict):
     def _grid_fits(self) -> SweepConfig:
         """The grid is at most `max_cells` cells, counted before any is made; then every cell of an
         oracle-only method buys an oracle label (a budget below c_oracle would train it on nothing)."""
-        cells = count_cells(self)
-        if cells > self.max_cells:
+        if (cells := sum(count_cells(sub) for sub in sub_configs(self))) > self.max_cells:
             raise ValueError(f"the grid has {cells:,} cells, above max_cells={self.max_cells:,}; allowed: fewer "
                              "datasets, students, methods, budgets, fractions or seeds, or a higher max_cells")
         oracle_only = [m for m in self.methods if m != CEILING and parse_method(m).fixed_fraction == 1.0]

@@ -26,6 +26,7 @@ from w2sweep.models import ModelError, TrainSettings, check_model_reference, res
 from w2sweep.prompting import is_encoder
 from w2sweep.results import NO_WEAK_SUPERVISOR, RESULT_SCHEMA_VERSION
 from w2sweep.storage import Storage
+from w2sweep.subgrids import sub_configs, subgrid_problems
 from w2sweep.shots import check_prompts_fit
 from w2sweep.truncation import resolve_auto
 from w2sweep.weak import ensure_weak_labels, weak_labels_key, weak_source_name
@@ -188,6 +189,16 @@ def resolve_cell(sweep: str, dataset: DatasetSpec, weak_supervisor: ModelSpec | 
 
 
 def expand_cells(config: SweepConfig) -> list[Cell]:
+    """Every cell of the sweep: of each entry of its `grids` (`w2sweep.subgrids`), else of its one
+    grid; a cell several entries share is made once."""
+    cells: dict[str, Cell] = {}
+    for sub in sub_configs(config):
+        for cell in _product_cells(sub):
+            cells.setdefault(cell.cell_id, cell)
+    return list(cells.values())
+
+
+def _product_cells(config: SweepConfig) -> list[Cell]:
     """Every cell of the grid, resolved and deduplicated (a one-source method runs once per budget,
     not per f). Datasets are resolved first (`w2sweep.data.resolve_dataset`): ids hash resolved specs.
 
@@ -259,6 +270,7 @@ def check_references(config: SweepConfig) -> SweepConfig:
                 problem = e.errors()[0]["msg"].removeprefix("Value error, ")
         if problem is not None:
             lines.append(error_line(f"datasets.{i}", {}, problem))
+    lines += [error_line(field, value, problem) for field, value, problem in subgrid_problems(config)]
     for kind in ("weak_supervisors", "students"):
         for i, spec in enumerate(getattr(config, kind)):
             try:
@@ -276,6 +288,7 @@ def check_references(config: SweepConfig) -> SweepConfig:
 
 def _warn_remote_code(config: SweepConfig) -> None:
     """One warning per model that loads with trust_remote_code: its files' Python code runs on the workers."""
+    lines += [error_line(field, value, problem) for field, value, problem in subgrid_problems(config)]
     for kind in ("weak_supervisors", "students"):
         for i, spec in enumerate(getattr(config, kind)):
             if spec.trust_remote_code:
