@@ -241,7 +241,7 @@ def _ceiling_cells(config: SweepConfig, dataset: DatasetSpec) -> list[Cell]:
     cost = costs.label_cost(0, n_oracle, c_weak=config.costs.c_weak, c_oracle=config.costs.c_oracle)
     return [resolve_cell(config.name, dataset, None, student, CEILING, cost, 1.0, 0, n_oracle, seed,
                          costs=config.costs, resources=config.resources)
-            for student in config.students for seed in config.seeds]
+            for student in (resolve_auto(s, dataset) for s in config.students) for seed in config.seeds]
 
 
 def _resolved(config: SweepConfig) -> SweepConfig:
@@ -288,7 +288,6 @@ def check_references(config: SweepConfig) -> SweepConfig:
 
 def _warn_remote_code(config: SweepConfig) -> None:
     """One warning per model that loads with trust_remote_code: its files' Python code runs on the workers."""
-    lines += [error_line(field, value, problem) for field, value, problem in subgrid_problems(config)]
     for kind in ("weak_supervisors", "students"):
         for i, spec in enumerate(getattr(config, kind)):
             if spec.trust_remote_code:

@@ -19,6 +19,16 @@ def budget_gb(spec: ModelSpec, config: SweepConfig) -> float | None:
     return spec.gpu_memory_gb if spec.gpu_memory_gb is not None else config.resources.gpu_memory_gb
 
 
+def at_longest(spec: ModelSpec, config: SweepConfig) -> ModelSpec:
+    """`spec` with ``max_length: auto`` replaced by its longest length over the sweep's datasets (it is
+    resolved per dataset when cells are made): memory is planned for the longest texts a worker sees."""
+    if spec.max_length != "auto":
+        return spec
+    from w2sweep.truncation import resolve_auto
+
+    return max((resolve_auto(spec, d) for d in config.datasets), key=lambda s: s.max_length)
+
+
 def student_layout(spec: ModelSpec, num_workers: int | None = None) -> Layout:
     """`spec`'s Layout with `num_workers` (default: its own, which must be a number)."""
     return layout_of(spec, resolve_settings(spec), num_workers)
@@ -113,8 +123,12 @@ def plan_memory(config: SweepConfig) -> SweepConfig:
     """`config` with every ``num_workers: auto`` resolved; raises ConfigError with one line per student
     that cannot fit its budget. Does nothing (reads no model config) unless a budget or auto is set."""
     lines, students = [], []
-    for i, spec in enumerate(config.students):
-        budget = budget_gb(spec, config)
+    for i, given in enumerate(config.students):
+        budget = budget_gb(given, config)
+        if budget is None and given.num_workers != AUTO:
+            students.append(given)
+            continue
+        spec = at_longest(given, config)
         if spec.num_workers == AUTO:
             if budget is None:
                 lines.append(error_line(f"students.{i}.num_workers", AUTO, "auto needs gpu_memory_gb (on the "
@@ -128,7 +142,7 @@ def plan_memory(config: SweepConfig) -> SweepConfig:
             found = estimate(spec_shape(spec), layout)
             if found.gb > budget:
                 lines.append(_refusal(i, spec, layout, found, budget))
-        students.append(spec)
+        students.append(given.model_copy(update=dict(num_workers=spec.num_workers)))
     for i, spec in enumerate(config.weak_supervisors):
         if spec.num_workers == AUTO:
             lines.append(error_line(f"weak_supervisors.{i}.num_workers", AUTO, "auto is for students; give a number"))
@@ -143,7 +157,7 @@ def memory_table(config: SweepConfig) -> list[str]:
     from w2sweep.models.registry import ModelError
 
     rows = [("student", "mode", "workers", "ZeRO", "GB/worker", "budget GB")]
-    for spec in config.students:
+    for spec in (at_longest(s, config) for s in config.students):
         layout = student_layout(spec)
         zero = "-" if layout.num_workers == 1 else f"{layout.zero_stage}" + ("+offload" if layout.offload else "")
         try:
