@@ -383,6 +383,34 @@ def test_prompt_score_is_the_logit_of_1_minus_0_after_the_prompt(tmp_path):
         assert score == pytest.approx(torch.sigmoid(last[one] - last[zero]).item(), abs=1e-5)
 
 
+def test_prompt_scores_run_the_shared_shots_once_and_score_as_the_whole_prompt(tmp_path):
+    """The shots every prompt starts with go through the model once; each batch runs only its texts
+    against their cache, and every score equals the whole prompt's (an uneven last batch included)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    texts = make_sentiment(40, seed=7).texts
+    path = tiny_causal_lm(tmp_path / "lm", texts)
+    tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
+    tokenizer.pad_token = "<pad>"
+    prefix = fewshot_prefix(texts[:20], np.arange(20) % 2)
+    lengths = []
+    hook = model.register_forward_pre_hook(lambda _, args, kwargs: lengths.append(kwargs["input_ids"].shape[1]),
+                                           with_kwargs=True)
+    got = prompt_scores(model, tokenizer, prefix, texts[20:], max_length=4096, batch_size=6)
+    hook.remove()
+    shared = len(tokenizer(prefix, add_special_tokens=False)["input_ids"])
+    longest_text = max(len(tokenizer(prompt_text("", t))["input_ids"]) for t in texts[20:])
+    assert shared > 100 and lengths[0] >= shared - 2  # the shots, once
+    assert len(lengths) == 1 + 4 and max(lengths[1:]) <= longest_text + 2  # 20 texts in batches of 6
+    zero, one = target_token_ids(tokenizer)
+    for text, score in zip(texts[20:], got):
+        ids = tokenizer(prompt_text(prefix, text), return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            last = model(input_ids=ids).logits[0, -1]
+        assert score == pytest.approx(torch.sigmoid(last[one] - last[zero]).item(), abs=1e-5)
+    assert np.ptp(got) > 0
+
+
 def test_prompt_score_skips_appended_special_tokens():
     """A BERT-style tokenizer appends [SEP]; the score is read at the prompt's last real token."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
