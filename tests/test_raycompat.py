@@ -141,6 +141,7 @@ def test_the_monitor_config_is_read_from_its_command_line_and_working_directory(
         while raycompat._monitor_process("203.0.113.9:6379") is None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert raycompat._monitor_config("203.0.113.9:6379") == {"max_workers": 3, "available_node_types": {}}
+        assert raycompat._monitor_config("192.0.2.7:6379") == {"max_workers": 3, "available_node_types": {}}
         assert raycompat._monitor_config("203.0.113.9:6380") is None  # another cluster's monitor
     finally:
         fake.kill()

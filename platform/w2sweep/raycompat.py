@@ -82,9 +82,10 @@ def autoscaling_config_on_head(timeout_s: float = 60) -> dict | None:
     that the autoscaler of the cluster this driver joined was started with, read on the head node by
     a zero-CPU task. `ray start --head --autoscaling-config=PATH` (what `ray up` runs, PATH being
     ~/ray_bootstrap_config.yaml) starts the autoscaler's monitor process with that flag and with the
-    cluster's `--gcs-address`. None where no monitor of this cluster on the head has the flag (a
-    cluster started by hand, KubeRay's autoscaler in a container of its own), on a head without
-    /proc, or when the task does not answer within `timeout_s` seconds."""
+    cluster's `--gcs-address`, whose port tells this cluster's monitor from another's. None where no
+    monitor of this cluster on the head has the flag (a cluster started by hand, KubeRay's autoscaler
+    in a container of its own), on a head without /proc, or when the task does not answer within
+    `timeout_s` seconds."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -120,11 +121,14 @@ def _monitor_config(gcs_address: str) -> dict | None:
 
 def _monitor_process(gcs_address: str) -> tuple[list[str], Path] | None:
     """The command line and working directory of the autoscaler monitor of the cluster at
-    `gcs_address`, if it runs on this machine (several clusters may)."""
+    `gcs_address`, if it runs on this machine (several clusters may). Matched by the GCS port: the
+    monitor may name the head by another of its addresses than the driver does."""
+    port = gcs_address.rpartition(":")[2]
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             args = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
-            if f"--gcs-address={gcs_address}" in args and any(a.endswith("monitor.py") for a in args):
+            if (any(a.startswith("--gcs-address=") and a.endswith(f":{port}") for a in args)
+                    and any(a.endswith("monitor.py") for a in args)):
                 return args, Path(os.readlink(proc / "cwd"))
         except OSError:  # the process ended, or is not ours to read
             continue

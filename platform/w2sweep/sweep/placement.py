@@ -15,6 +15,7 @@ and KubeRay's autoscaler reads its node types from Kubernetes, where the driver 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 
 import ray
@@ -34,7 +35,8 @@ def cluster_node_types(*, started_here: bool) -> tuple[str, list[dict], int | No
     if started_here:
         return ("the local Ray cluster (no RAY_ADDRESS)",
                 [{"resources": node["Resources"]} for node in ray.nodes() if node["Alive"]], None)
-    where = f"the cluster at {ray.get_runtime_context().gcs_address}"
+    address = os.environ.get("RAY_ADDRESS")
+    where = f"RAY_ADDRESS={address}" if address else f"the cluster at {ray.get_runtime_context().gcs_address}"
     if (types := reported_node_types()) is not None:
         return f"{where} (node types its autoscaler reports)", types, None
     if (config := autoscaling_config_on_head()) is not None:
