@@ -216,3 +216,24 @@ def test_autoscaler_starts_workers_for_pending_cells_and_stops_them_when_idle(fa
     assert sorted((r["student"], r["spending_fraction"]) for r in results) == [
         ("one-gpu", 0), ("one-gpu", 1), ("two-gpu", 0), ("two-gpu", 1)]
     assert all(r["status"] == "ok" for r in results)
+
+
+def test_run_refuses_a_cell_no_node_type_of_the_autoscaling_config_holds(fake_cluster, tmp_path, write_config):
+    """The autoscaler was started with cluster.yaml's node types (as `ray up` starts it): `run` reads
+    them on the head and refuses a 16-GPU cell in one line, before any cell runs or a node starts."""
+    storage = tmp_path / "store"
+    students = [dict(model="tiny-bert", name="one-gpu", epochs=1, max_length=32),
+                dict(model="tiny-bert", name="huge", epochs=1, max_length=32, gpus_per_worker=16)]
+    path = write_config(tiny_config(str(storage), students=students, budgets=[16], spending_fractions=[1],
+                                    resources=dict(cpu=1, gpu=1)))
+    env = dict(os.environ, RAY_ADDRESS=fake_cluster.address, PYTHONPATH=str(REPO / "platform"))
+    refused = subprocess.run([sys.executable, "-m", "w2sweep.cli", "run", str(path)], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+    gpu_8x = yaml.safe_load((REPO / "cluster.yaml").read_text())["available_node_types"]["gpu-8x"]["resources"]
+    assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-3000:]
+    assert refused.stderr.strip().splitlines() == [
+        f"cluster error: RAY_ADDRESS={fake_cluster.address} (node types of its autoscaling config): student 'huge' "
+        f"asks 1 worker x {{CPU: 1, GPU: 16}}: no node type holds one (largest: gpu-8x {{CPU: {gpu_8x['CPU']}, "
+        f"GPU: {gpu_8x['GPU']}}})"]
+    assert not storage.exists() or all(p.suffix == ".log" for p in storage.rglob("*.*"))
+    assert NodeSampler().workers() == []  # no node was started for it

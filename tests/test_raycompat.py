@@ -98,3 +98,51 @@ def test_ray_ready_is_ready_only_after_the_actors_current_call(local_ray):
     assert not ray.wait([ready], timeout=1.0)[0]  # queued behind the call
     ray.get(call)
     assert ray.wait([ready], timeout=10)[0]
+
+
+@pytest.mark.ray
+def test_a_cluster_config_reported_to_the_gcs_is_read_back_as_node_types(local_ray):
+    from ray.core.generated import autoscaler_pb2
+
+    assert raycompat.reported_node_types() is None  # Ray's own autoscalers report none
+    config = autoscaler_pb2.ClusterConfig(node_group_configs=[
+        autoscaler_pb2.NodeGroupConfig(name="gpu-8x", resources={"CPU": 96, "GPU": 8}, max_count=2),
+        autoscaler_pb2.NodeGroupConfig(name="cpu", resources={"CPU": 4}, max_count=-1)])
+    ray._private.worker.global_worker.gcs_client.report_cluster_config(config.SerializeToString())
+    assert raycompat.reported_node_types() == [
+        {"name": "gpu-8x", "resources": {"CPU": 96, "GPU": 8}, "max_workers": 2},
+        {"name": "cpu", "resources": {"CPU": 4}, "max_workers": -1}]
+
+
+@pytest.mark.ray
+def test_the_heads_monitor_runs_with_the_clusters_gcs_address_and_its_autoscaling_config_flag(local_ray):
+    import inspect
+
+    import ray._private.services
+    from ray.autoscaler._private import monitor
+
+    assert any(raycompat.HEAD_RESOURCE in n["Resources"] for n in ray.nodes() if n["Alive"])
+    args, cwd = raycompat._monitor_process(ray.get_runtime_context().gcs_address)  # a local cluster has a monitor
+    assert cwd.is_dir() and not any(a.startswith("--autoscaling-config=") for a in args)
+    assert raycompat.autoscaling_config_on_head() is None  # started without an autoscaling config
+    # `ray start --head --autoscaling-config=PATH` reaches the monitor's command line, and the monitor
+    # reads PATH with `~` expanded (relative to its working directory).
+    assert '"--autoscaling-config=" + str(autoscaling_config)' in inspect.getsource(ray._private.services.start_monitor)
+    assert "os.path.expanduser(args.autoscaling_config)" in inspect.getsource(monitor)
+
+
+def test_the_monitor_config_is_read_from_its_command_line_and_working_directory(tmp_path):
+    (tmp_path / "monitor.py").write_text("import time\ntime.sleep(60)\n")
+    (tmp_path / "autoscaling.yaml").write_text("max_workers: 3\navailable_node_types: {}\n")
+    fake = subprocess.Popen([sys.executable, str(tmp_path / "monitor.py"), "--gcs-address=203.0.113.9:6379",
+                             "--autoscaling-config=autoscaling.yaml"], cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 10
+        while raycompat._monitor_process("203.0.113.9:6379") is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert raycompat._monitor_config("203.0.113.9:6379") == {"max_workers": 3, "available_node_types": {}}
+        assert raycompat._monitor_config("192.0.2.7:6379") == {"max_workers": 3, "available_node_types": {}}
+        assert raycompat._monitor_config("203.0.113.9:6380") is None  # another cluster's monitor
+    finally:
+        fake.kill()
+        fake.wait()

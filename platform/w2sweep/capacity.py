@@ -4,7 +4,8 @@ Ray never fails a request that no node can satisfy: on a fixed cluster the trial
 autoscaling one the autoscaler logs "no available node types can fulfill" and the trial still waits.
 A sweep with a 16-GPU one-worker cell on cluster.yaml's 8-GPU nodes would sit pending, silently,
 until someone looks. These checks say so before anything runs: `w2sweep validate --cluster` reads
-the node types from a cluster.yaml, and the runner can pass the node types of the cluster it joined.
+the node types from a cluster.yaml, and `w2sweep run` those of the cluster it joined, where the
+cluster tells them (`w2sweep.sweep.placement`).
 
 No Ray import: this is about arithmetic on resource dicts, and validate runs without a cluster.
 """
@@ -111,11 +112,9 @@ def unplaceable_students(students: Sequence[ModelSpec], default: Resources, node
     the head's type, which `max_nodes` does not count). `max_nodes` caps the worker nodes of all
     types together (cluster.yaml's top-level max_workers), None for no cap.
 
-    From a joined cluster: where the autoscaler publishes its config (autoscaler v2, e.g. KubeRay's),
-    `ray._private.state.state.get_cluster_config().node_group_configs` gives each type's `name`,
-    `resources` and `max_count` (-1: unbounded). Where it does not (None: autoscaler v1, the default of
-    `ray up`), the alive nodes say nothing of what the cluster can grow to: check nothing. A cluster
-    without an autoscaler: one dict per alive node, `{"resources": node["Resources"]}` of `ray.nodes()`.
+    From a joined cluster, `w2sweep.sweep.placement` finds them: the node types an autoscaler published
+    to the GCS or was started with (`w2sweep.raycompat`), or, for the local cluster a run starts, one
+    dict per alive node, `{"resources": node["Resources"]}` of `ray.nodes()`.
 
     The rule: a one-worker cell's {CPU, GPU} must fit one node type. A Ray Train cell's per-worker
     bundle must fit one node type, and its num_workers bundles must fit at once on the nodes of the
@@ -136,6 +135,14 @@ def unplaceable_students(students: Sequence[ModelSpec], default: Resources, node
     return problems
 
 
+def cluster_errors(where: str, students: Sequence[ModelSpec], default: Resources, node_types: Sequence[Mapping],
+                   max_nodes: int | None = None) -> list[str]:
+    """`unplaceable_students` as the error lines that `validate --cluster` and `run` print:
+    `cluster error: WHERE: student ...`, WHERE naming the cluster (a file, an address)."""
+    lines = unplaceable_students(students, default, node_types, max_nodes)
+    return [f"cluster error: {where}: {line}" for line in lines]
+
+
 def cluster_file_problems(config: SweepConfig, path: str | Path) -> list[str]:
     """`w2sweep validate --cluster`: one line per student of `config` that no cluster started from the
     cluster launcher config at `path` can hold, or the line saying why `path` is no such config."""
@@ -143,5 +150,4 @@ def cluster_file_problems(config: SweepConfig, path: str | Path) -> list[str]:
         node_types, max_nodes = node_types_from_cluster_yaml(path)
     except ClusterFileError as e:
         return [f"cluster error: {e}"]
-    return [f"cluster error: {path}: {line}"
-            for line in unplaceable_students(config.students, config.resources, node_types, max_nodes)]
+    return cluster_errors(str(path), config.students, config.resources, node_types, max_nodes)

@@ -107,8 +107,8 @@ def cmd_run(args) -> int:
 
     try:
         report = run_sweep(config, retry_failed=args.retry_failed)
-    except ClusterError as e:  # no cluster at RAY_ADDRESS: raised before anything is written or trained
-        raise BadInput([clip(str(e), MAX_MESSAGE)]) from None
+    except ClusterError as e:  # no cluster at RAY_ADDRESS, or cells it can never hold: before any compute
+        raise BadInput([clip(line, MAX_MESSAGE) for line in e.lines]) from None
     closing = shutdown_in_background()  # Ray is not needed for the frontier
     storage = Storage.from_uri(config.storage)
     print_run_summary(config.name, report, storage)

@@ -7,12 +7,17 @@ renames, retypes or changes it; nothing else in w2sweep reaches past Ray's publi
   ray.util.metrics.Counter._record                       `record_zero`
   ActorHandle.__ray_ready__                              `ready_after_current_call`
   ray._private.runtime_env.constants.RAY_JOB_CONFIG_JSON_ENV_VAR  `submitted_job_runtime_env`
+  ray._private.state.state.get_cluster_config            `reported_node_types`
+  the head's "node:__internal_head__" resource, and the autoscaler monitor's command line
+  (`ray._private.services.start_monitor`: monitor.py --gcs-address=... --autoscaling-config=PATH)
+                                                         `autoscaling_config_on_head`
 """
 
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 
 def drop_from_tune_trial_env(prefix: str) -> None:
@@ -53,3 +58,78 @@ def submitted_job_runtime_env() -> dict:
     from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
 
     return json.loads(os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR) or "{}").get("runtime_env") or {}
+
+
+def reported_node_types() -> list[dict] | None:
+    """The node types that the cluster's autoscaler published to the GCS (`ClusterConfig`: autoscaler
+    v2 setups that report one), as `w2sweep.capacity.unplaceable_students` takes them: `name`,
+    `resources` and `max_workers` (the type's max count, -1 for unbounded). None where none was
+    published: Ray's own autoscalers (v1, the default of `ray up`, and v2 in Ray 2.60) publish none."""
+    from ray._private.state import state
+
+    config = state.get_cluster_config()
+    if config is None or not config.node_group_configs:
+        return None
+    return [{"name": group.name, "resources": dict(group.resources), "max_workers": group.max_count}
+            for group in config.node_group_configs]
+
+
+HEAD_RESOURCE = "node:__internal_head__"  # every head node has 1 of it
+
+
+def autoscaling_config_on_head(timeout_s: float = 60) -> dict | None:
+    """The autoscaling config (a cluster launcher config dict: `available_node_types`, `max_workers`)
+    that the autoscaler of the cluster this driver joined was started with, read on the head node by
+    a zero-CPU task. `ray start --head --autoscaling-config=PATH` (what `ray up` runs, PATH being
+    ~/ray_bootstrap_config.yaml) starts the autoscaler's monitor process with that flag and with the
+    cluster's `--gcs-address`, whose port tells this cluster's monitor from another's. None where no
+    monitor of this cluster on the head has the flag (a cluster started by hand, KubeRay's autoscaler
+    in a container of its own), on a head without /proc, or when the task does not answer within
+    `timeout_s` seconds."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    heads = [n["NodeID"] for n in ray.nodes() if n["Alive"] and HEAD_RESOURCE in n["Resources"]]
+    if not heads:
+        return None
+    read = ray.remote(num_cpus=0, max_retries=0,
+                      scheduling_strategy=NodeAffinitySchedulingStrategy(heads[0], soft=False))(_monitor_config)
+    ref = read.remote(ray.get_runtime_context().gcs_address)
+    try:
+        return ray.get(ref, timeout=timeout_s)
+    except ray.exceptions.RayError:  # no answer in time, or the task or its worker failed: nothing known
+        ray.cancel(ref, force=True)
+        return None
+
+
+def _monitor_config(gcs_address: str) -> dict | None:
+    """On the head: the config file that this cluster's monitor process was started with, read as
+    the monitor reads it (`~` expanded, a relative path against the monitor's working directory)."""
+    import yaml
+
+    if (found := _monitor_process(gcs_address)) is None:
+        return None
+    args, cwd = found
+    path = next((a.split("=", 1)[1] for a in args if a.startswith("--autoscaling-config=")), None)
+    if path is None:
+        return None
+    try:
+        return yaml.safe_load((cwd / os.path.expanduser(path)).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _monitor_process(gcs_address: str) -> tuple[list[str], Path] | None:
+    """The command line and working directory of the autoscaler monitor of the cluster at
+    `gcs_address`, if it runs on this machine (several clusters may). Matched by the GCS port: the
+    monitor may name the head by another of its addresses than the driver does."""
+    port = gcs_address.rpartition(":")[2]
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            args = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+            if (any(a.startswith("--gcs-address=") and a.endswith(f":{port}") for a in args)
+                    and any(a.endswith("monitor.py") for a in args)):
+                return args, Path(os.readlink(proc / "cwd"))
+        except OSError:  # the process ended, or is not ours to read
+            continue
+    return None

@@ -8,6 +8,7 @@ which first makes sure of its own prerequisites under the run's claims (`w2sweep
   checkpoints    a one-worker cell's training state in the sweep's storage, to resume from
   heartbeat      running/<cell_id>.json, refreshed while the cell runs
   logs           Ray's log lines to a file, not the console
+  placement      refusing, before any cell runs, cells the joined cluster can never hold
 
 With `w2sweep.claims`, `w2sweep.distributed`, `w2sweep.telemetry` and `w2sweep.raycompat`, the only
 modules of the run path that import Ray.

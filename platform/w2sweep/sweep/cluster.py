@@ -27,7 +27,12 @@ _PACKAGE = Path(__file__).resolve().parents[1]  # platform/w2sweep
 
 
 class ClusterError(Exception):
-    """RAY_ADDRESS names no Ray cluster that answers."""
+    """RAY_ADDRESS names no Ray cluster that answers, or the cluster can never hold some cells
+    (`w2sweep.sweep.placement`): one line per problem."""
+
+    @property
+    def lines(self) -> list[str]:
+        return str(self).splitlines()
 
 
 def storage_env() -> dict[str, str]:
@@ -88,10 +93,11 @@ def _check_cluster_address(address: str) -> None:
 CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 
 
-def _init_ray(*, keep_credentials: bool = False) -> None:
+def _init_ray(*, keep_credentials: bool = False) -> bool:
     """Join the cluster named by RAY_ADDRESS (ClusterError if none answers there), or start a local one
-    for this process. Never join some other local cluster by accident: ``address=None`` would attach to
-    any head running on this machine.
+    for this process; True when it started one (False when it joined one, or Ray was already up).
+    Never join some other local cluster by accident: ``address=None`` would attach to any head
+    running on this machine.
 
     A local cluster's processes start without the driver's `CREDENTIALS`, unless `keep_credentials`:
     a Ray Train cell on an s3:// root needs them in the Train controller, a Ray actor that none of
@@ -99,7 +105,7 @@ def _init_ray(*, keep_credentials: bool = False) -> None:
     filesystem that finds credentials in its own process environment (README, "What happens when
     things fail")."""
     if ray.is_initialized():
-        return
+        return False
     options = dict(logging_level=logging.WARNING,
                    log_to_driver=False,  # cell logs stay in Ray's log files; the driver shows the progress bar
                    include_dashboard=False)
@@ -117,7 +123,7 @@ def _init_ray(*, keep_credentials: bool = False) -> None:
         if error is None:
             for line in said.splitlines():  # to the run's log file (`w2sweep.sweep.logs`), not the console
                 logging.getLogger("ray").warning(line)
-            return
+            return False
         if "InvalidAuthToken" in said or "Unauthenticated" in said:
             raise ClusterError(f"cluster error: RAY_ADDRESS={address}: the cluster refused this client's "
                                "authentication token: it runs with token authentication; set RAY_AUTH_MODE=token "
@@ -132,6 +138,7 @@ def _init_ray(*, keep_credentials: bool = False) -> None:
         for name in () if keep_credentials else CREDENTIALS:
             os.environ.pop(name, None)  # patch.dict puts them back afterwards
         ray.init(address="local", **options)
+    return True
 
 
 @contextmanager

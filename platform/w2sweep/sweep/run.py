@@ -22,10 +22,11 @@ from w2sweep.config import Resources, SweepConfig
 from w2sweep.grid import Cell, expand_cells, uses_ray_train, worker_resources
 from w2sweep.results import cell_key
 from w2sweep.storage import Storage
-from w2sweep.sweep.cluster import _init_ray, keep_credentials_out_of_runtime_envs, storage_env
+from w2sweep.sweep.cluster import ClusterError, _init_ray, keep_credentials_out_of_runtime_envs, storage_env
 from w2sweep.sweep.prerequisites import start_claims, stop_claims, trial_claims
 from w2sweep.sweep.heartbeat import Heartbeat
 from w2sweep.sweep.logs import announce, ray_logs_in_file, run_log_path
+from w2sweep.sweep.placement import refuse_unplaceable
 from w2sweep.sweep.progress import Progress, one_line
 from w2sweep.trackers import tracker_callbacks
 
@@ -181,8 +182,15 @@ def run_sweep(config: SweepConfig, *, cells: list[Cell] | None = None, retry_fai
         storage.write_bytes(layout.sweep_yaml(config.name), config_snapshot(config))
         return report
     with ray_logs_in_file(run_log_path(storage, config.name)) as log_path:
-        # first: a run that cannot reach its cluster (ClusterError) writes nothing
-        _init_ray(keep_credentials=not storage.is_local and any(uses_ray_train(c.student) for c in todo))
+        # first: a run that cannot reach its cluster, or whose cluster can never hold some of its
+        # cells (ClusterError), writes nothing
+        started_here = _init_ray(
+            keep_credentials=not storage.is_local and any(uses_ray_train(c.student) for c in todo))
+        try:
+            refuse_unplaceable(config, todo, started_here=started_here)
+        except ClusterError:
+            ray.shutdown()
+            raise
         announce(log_path)
         storage.write_bytes(layout.sweep_yaml(config.name), config_snapshot(config))
         keep_credentials_out_of_runtime_envs()
