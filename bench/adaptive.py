@@ -2,21 +2,26 @@
 against recorded full grids and counts the cells it would have run.
 
     .venv/bin/python bench/adaptive.py                        # planted tables, 20 noise draws each
-    .venv/bin/python bench/adaptive.py --draws 5 --coarse-seeds 5
-    .venv/bin/python bench/adaptive.py --sweep outputs/demo   # also replay a real sweep's results
+    .venv/bin/python bench/adaptive.py --draws 5 --coarse-seeds 5 --seed 1
+    .venv/bin/python bench/adaptive.py --draws 0 --sweep /tmp/w2s-results/results   # a real sweep's grid
 
 Planted tables: at each budget a known curve accuracy(f) over 21 fractions (0, 0.05, ..., 1) and 5
 seeds; a seed's cell = curve + a per-seed offset shared by every fraction (the seed's pools) + an
 independent per-cell noise; each cell stores a 95% interval of +-0.035 (500 test examples). Four
-budgets: quantity-dominant (decreasing), mixed (peak at 0.3), mixed (peak at 0.8, f=1 2.4 points below) and
-quality-dominant (increasing). `--sweep` reads a sweep's result objects and replays each
-dataset x weak x student x method x budget of spending fractions as a recorded grid.
+budgets: quantity-dominant (decreasing), mixed (peak at 0.3), mixed (peak at 0.8, f=1 2.4 points
+below) and quality-dominant (increasing). `--sweep STORAGE/SWEEP` reads a sweep's result objects
+(`w2sweep.results.read_cells`) and replays each dataset x weak x student x method x budget with a
+complete grid of spending fractions x seeds, over the fractions that buy distinct label counts (as
+`w2sweep.search.choose`); ceiling cells, which every search runs, are left out of both counts.
 
 Reported per budget: cells run by the search vs the full grid; `best err`: the full grid's best
 accuracy minus the full grid's accuracy at the fraction the search chose (what choosing from the
-search costs, in accuracy points; 0 = the same or an equally good fraction); the regime the frontier's
-rule (`w2sweep.frontier.regimes`, same tolerance) gives on the search's cells vs on the full grid (`same_regime`: share of draws agreeing), and how often each finds the
-planted regime (`search_true`, `full_true`).
+search costs, in accuracy points; 0 = the same or an equally good fraction); the regime the
+frontier's rule (`w2sweep.frontier.regimes`, same tolerance, Bonferroni over the fractions the grid
+has, as `w2sweep frontier` takes them from sweep.yaml) gives on the search's cells vs on the full
+grid (`same_regime`: share of draws agreeing), and how often each finds the planted regime
+(`search_true`, `full_true`). The regime is decided from the result rows (paired over seeds); the
+frontier uses stored predictions only for a comparison on one seed, which neither side makes here.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 from w2sweep.frontier import curves, regimes  # noqa: E402
-from w2sweep.search import Observation, Options, next_cells  # noqa: E402
+from w2sweep.search import Observation, Options, candidate_fractions, next_cells  # noqa: E402
 
 FRACTIONS = [round(0.05 * i, 2) for i in range(21)]
 SEEDS = [0, 1, 2, 3, 4]
@@ -56,11 +61,12 @@ def planted(curve, rng, *, seed_sd: float, cell_sd: float) -> dict[tuple[float, 
     return table
 
 
-def replay(table: dict, fractions: list[float], seeds: list[int], options: Options) -> tuple[dict, int, str]:
+def replay(table: dict, fractions: list[float], seeds: list[int], options: Options,
+           num_fractions: int | None = None) -> tuple[dict, int, str]:
     """The search run against `table`: (observed cells, rounds, why it stopped)."""
     observed, rounds = {}, 0
     while True:
-        decision = next_cells(fractions, seeds, observed, options)
+        decision = next_cells(fractions, seeds, observed, options, num_fractions=num_fractions)
         if not decision.run:
             return observed, rounds, decision.reason
         rounds += 1
@@ -76,25 +82,27 @@ def rows(cells: dict, budget: float) -> pd.DataFrame:
                          for (f, s), o in cells.items()])
 
 
-def answer(cells: dict, budget: float, tolerance: float) -> tuple[float, float, str]:
-    """(best fraction, its mean accuracy, regime) by the frontier's rules on `cells`."""
+def answer(cells: dict, budget: float, tolerance: float, num_fractions: int) -> tuple[float, float, str]:
+    """(best fraction, its mean accuracy, regime) by the frontier's rules on `cells`, `num_fractions`
+    asked for (the regimes' Bonferroni family, as `w2sweep frontier` takes it from sweep.yaml)."""
     results = rows(cells, budget)
-    table = regimes(curves(results), tolerance=tolerance, results=results).iloc[0]
+    table = regimes(curves(results), tolerance=tolerance, results=results, num_fractions=num_fractions).iloc[0]
     return float(table["best_fraction"]), float(table["best_accuracy"]), table["regime"]
 
 
-def compare_one(table: dict, budget: float, fractions: list, seeds: list, options: Options) -> dict:
-    """One budget: the search against its full grid."""
-    observed, rounds, why = replay(table, fractions, seeds, options)
-    full_f, full_acc, full_regime = answer(table, budget, options.tolerance)
-    f, _, regime = answer(observed, budget, options.tolerance)
+def compare_one(table: dict, budget: float, fractions: list, seeds: list, options: Options,
+                candidates: list | None = None) -> dict:
+    """One budget: the search (over `candidates`, default all `fractions`) against its full grid."""
+    observed, rounds, why = replay(table, candidates or fractions, seeds, options, len(fractions))
+    full_f, full_acc, full_regime = answer(table, budget, options.tolerance, len(fractions))
+    f, _, regime = answer(observed, budget, options.tolerance, len(fractions))
     at_chosen = float(np.mean([o.accuracy for (g, _), o in table.items() if g == f]))
     return dict(cells=len(observed), full=len(table), rounds=rounds, stop=why, best_f=f, full_best_f=full_f,
                 err=full_acc - at_chosen, regime=regime, full_regime=full_regime)
 
 
-def planted_runs(draws: int, options: Options, *, seed_sd: float, cell_sd: float) -> pd.DataFrame:
-    rng = np.random.default_rng(0)
+def planted_runs(draws: int, options: Options, *, seed_sd: float, cell_sd: float, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
     out = []
     for draw in range(draws):
         for budget, (name, curve, truth) in PLANTED.items():
@@ -112,16 +120,20 @@ def recorded_runs(sweep: str, options: Options) -> pd.DataFrame:
     root, name = sweep.rstrip("/").rsplit("/", 1)
     storage = Storage.from_uri(root)
     results, _ = read_cells(storage, cell_keys(storage, name))
-    results = results[results["spending_fraction"].notna() & (results["status"] == "ok")]
+    if results.empty:
+        sys.exit(f"--sweep {sweep}: no result objects under {root}/{name}/")
+    results = results[results["spending_fraction"].notna() & (results["status"] == "ok")
+                      & (results["method"] != "ceiling")]
     out = []
     for key, unit in results.groupby(["dataset", "weak_supervisor", "student", "method", "budget"]):
-        table = {(float(r.spending_fraction), int(r.seed)): Observation(r.accuracy, r.accuracy_ci_low, r.accuracy_ci_high)
-                 for r in unit.itertuples()}
+        table = {(float(r.spending_fraction), int(r.seed)):
+                 Observation(r.accuracy, r.accuracy_ci_low, r.accuracy_ci_high) for r in unit.itertuples()}
         fractions, seeds = sorted({f for f, _ in table}), sorted({s for _, s in table})
         if len(table) < len(fractions) * len(seeds):
             continue  # not a complete grid
+        candidates = sorted(candidate_fractions(unit.itertuples()))  # as `choose`: one per label count
         out.append(dict(budget=key[-1], planted="/".join(map(str, key[:-1])), draw=0, truth="",
-                        **compare_one(table, key[-1], fractions, seeds, options)))
+                        **compare_one(table, key[-1], fractions, seeds, options, candidates)))
     return pd.DataFrame(out)
 
 
@@ -144,22 +156,25 @@ def main() -> None:
     parser.add_argument("--max-cells", type=int, default=None, help="max_cells_per_budget")
     parser.add_argument("--seed-sd", type=float, default=0.01)
     parser.add_argument("--cell-sd", type=float, default=0.01)
-    parser.add_argument("--sweep", help="STORAGE/SWEEP of a finished grid to replay as well")
+    parser.add_argument("--seed", type=int, default=0, help="of the planted noise draws")
+    parser.add_argument("--sweep", help="STORAGE/SWEEP of a finished grid to replay as well, "
+                        "e.g. /tmp/w2s-results/results")
     args = parser.parse_args()
     options = Options(tolerance=args.tolerance, coarse_seeds=args.coarse_seeds, max_cells_per_budget=args.max_cells)
     print(f"# {platform.node()} {os.cpu_count()} CPUs, python {platform.python_version()}; {options}")
-    frames = [planted_runs(args.draws, options, seed_sd=args.seed_sd, cell_sd=args.cell_sd)]
+    frames = [planted_runs(args.draws, options, seed_sd=args.seed_sd, cell_sd=args.cell_sd, seed=args.seed)]
     if args.sweep:
         frames.append(recorded_runs(args.sweep, options))
     frame = pd.concat(frames, ignore_index=True)
     pd.set_option("display.width", 200)
     print(summary(frame).to_string(index=False, float_format=lambda x: f"{x:.3g}"))
-    total, full = frame["cells"].sum(), frame["full"].sum()
-    print(f"overall: {total} of {full} cells ({full / total:.2f}x fewer); best-accuracy error max "
-          f"{frame['err'].max() * 100:.2f} points, mean {frame['err'].mean() * 100:.2f}; same regime in "
-          f"{(frame['regime'] == frame['full_regime']).sum()} of {len(frame)} budgets; planted regime found by the "
-          f"search in {(frame['regime'] == frame['truth']).sum()}, by the full grid in "
-          f"{(frame['full_regime'] == frame['truth']).sum()}")
+    for source, part in frame.groupby(frame["truth"] == "", sort=False):
+        total, full = part["cells"].sum(), part["full"].sum()
+        print(f"{'recorded' if source else 'planted'}: {total} of {full} cells ({full / total:.2f}x fewer); "
+              f"best-accuracy error max {part['err'].max() * 100:.2f} points, mean {part['err'].mean() * 100:.2f}; "
+              f"same regime in {(part['regime'] == part['full_regime']).sum()} of {len(part)} budgets; planted "
+              f"regime found by the search in {(part['regime'] == part['truth']).sum()}, by the full grid in "
+              f"{(part['full_regime'] == part['truth']).sum()}")
 
 
 if __name__ == "__main__":

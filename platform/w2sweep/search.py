@@ -7,8 +7,11 @@ configured fractions nearest to `coarse_fractions`, on the first `coarse_seeds` 
 the current best: its neighbours among the configured fractions (those that buy distinct label counts)
 are trained until each is either separable from the best (the paired interval of best - neighbour
 excludes 0) or within `tolerance` of it. Where a neighbour or an endpoint (f=0 and f=1, which decide
-the regime) is neither, both get the next seed, while the config has seeds left. It stops there, or
-when `max_cells_per_budget` cells are spent. Every (fraction, seed) it names is a grid cell, so the
+the regime) is neither, both get the next seed, while the config has seeds left. Then it settles
+the regime as the grid's rule would decide it: the best, its adjacent candidates and both endpoints
+on every seed, at the Bonferroni level of the fractions the config asks for (not of those run), and,
+where the regime hinges on which of the fractions tied with the best (within `tolerance`) is the
+best, the whole tie on every seed. It stops there, or when `max_cells_per_budget` cells are spent. Every (fraction, seed) it names is a grid cell, so the
 cells it runs are the grid's, with the grid's ids.
 
 Pure decisions, no Ray and no storage: `next_cells` works on (fraction, seed) -> accuracy, so
@@ -94,12 +97,15 @@ def _nearest(candidates: list[float], targets: Iterable[float]) -> list[float]:
 
 
 def next_cells(candidates: list[float], seeds: list[int], observed: dict[tuple[float, int], Observation],
-               options: Options) -> Decision:
+               options: Options, *, num_fractions: int | None = None) -> Decision:
     """The next (fraction, seed) cells for one budget. `candidates`: the fractions that buy distinct
     label counts, sorted; `seeds`: the config's, in order; `observed`: every cell attempted so far
-    (a failed one with NaN accuracy is never proposed again). New fractions come first: seeds are added
-    only once the bracket around the best is fully run, so no seed is spent on a fraction the best
-    is about to leave."""
+    (a failed one with NaN accuracy is never proposed again); `num_fractions`: the fractions the
+    config asks for (None: the candidates), the Bonferroni family of the regime rule. New fractions
+    come first: seeds are added only once the bracket around the best is fully run, so no seed is
+    spent on a fraction the best is about to leave. Last, the best, its adjacent candidates and both
+    endpoints get every seed (the regime rests on their paired differences, which then have the grid's
+    seeds), and a tie at the top that the regime hinges on is run out (`_unsettled`)."""
     left = None if options.max_cells_per_budget is None else options.max_cells_per_budget - len(observed)
     if left is not None and left <= 0:
         return Decision([], _best(candidates, observed), "cell limit reached")
@@ -117,7 +123,8 @@ def next_cells(candidates: list[float], seeds: list[int], observed: dict[tuple[f
         return Decision([(f, s) for f in step for s in seeds_of_best][:left], best, "bracketing the best")
     at = candidates.index(best)
     neighbours = [candidates[i] for i in (at - 1, at + 1) if 0 <= i < len(candidates)]
-    level = 1 - (1 - options.confidence) / max(len(ran) - 1, 1)  # as the frontier's regimes test
+    family = max(num_fractions or len(candidates), len(candidates))
+    level = 1 - (1 - options.confidence) / max(family - 1, 1)  # as the frontier's regimes test
     more = []
     for a, b in _rivals(best, neighbours, candidates, observed):
         one, other = ([observed.get((f, s), Observation(math.nan)) for s in seeds] for f in (a, b))
@@ -129,7 +136,43 @@ def next_cells(candidates: list[float], seeds: list[int], observed: dict[tuple[f
     more = list(dict.fromkeys(more))
     if more:
         return Decision(more[:left], best, "seeds where the best is not yet separable")
+    regime = [(f, s) for f in sorted({best, *neighbours, candidates[0], candidates[-1]}) for s in seeds
+              if (f, s) not in observed]
+    if regime:
+        return Decision(regime[:left], best, "the regime's comparisons on every seed")
+    tie = _unsettled(candidates, seeds, observed, best, options, level)
+    if tie:
+        return Decision(tie[:left], best, "the regime depends on which tied fraction is best")
     return Decision([], best, "identified")
+
+
+def _unsettled(candidates: list[float], seeds: list[int], observed: dict, best: float, options: Options,
+               level: float) -> list[tuple[float, int]]:
+    """Cells to run when the regime would change with the fraction taken as the best, [] when not.
+
+    The regime compares the best with f=0 and f=1; fractions whose means are within `tolerance` of the
+    best are a tie that noise breaks, and a grid breaks it among every fraction of the tie, run or not.
+    When an endpoint is separated from some tied fraction and not from another, or is neither
+    separated from a tied fraction nor within tolerance of it (so a tied fraction not yet run could
+    separate it), the answer hinges on the tie: its span and the candidate on each side get every
+    seed, until the tie's edges are beyond tolerance (a grid's best could not lie there) or every
+    candidate of the span is run."""
+    ends = candidates[0], candidates[-1]
+
+    def row(f: float) -> list[Observation]:
+        return [observed.get((f, s), Observation(math.nan)) for s in seeds]
+
+    full = [f for f in candidates if all((f, s) in observed for s in seeds)]
+    top = _mean(observed, best)
+    tied = [f for f in full if _mean(observed, f) >= top - options.tolerance - 1e-12]
+    verdicts = [[compare(row(f), row(e), tolerance=options.tolerance, confidence=level) for e in ends]
+                for f in tied]
+    differ = len({tuple(v == SEPARABLE for v in pair) for pair in verdicts}) > 1
+    if not differ and UNDECIDED not in sum(verdicts, []):
+        return []
+    lo, hi = candidates.index(min(tied)), candidates.index(max(tied))
+    span = candidates[max(lo - 1, 0): hi + 2]
+    return [(f, s) for f in span for s in seeds if (f, s) not in observed]
 
 
 def _bracket(candidates: list[float], ran: list[float], best: float, observed: dict) -> list[float]:
@@ -205,6 +248,7 @@ def choose(cells: list, observed: dict[str, Observation], options: Options) -> l
         by_point = {(c.spending_fraction, c.seed): c for c in unit_cells if c.spending_fraction in keep}
         seeds = list(dict.fromkeys(c.seed for c in unit_cells))
         seen = {point: observed[c.cell_id] for point, c in by_point.items() if c.cell_id in observed}
-        decision = next_cells(sorted(keep), seeds, seen, options)
+        asked = len({c.spending_fraction for c in unit_cells})
+        decision = next_cells(sorted(keep), seeds, seen, options, num_fractions=asked)
         chosen.update(by_point[point].cell_id for point in decision.run if point in by_point)
     return [c for c in cells if c.cell_id in chosen]

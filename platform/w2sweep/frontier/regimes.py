@@ -20,7 +20,8 @@ KEYS = GROUP + ["budget"]
 
 def regimes(curves: pd.DataFrame, *, tolerance: float, confidence: float = stats.CONFIDENCE,
             metric: str = "accuracy", results: pd.DataFrame | None = None,
-            predictions: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+            predictions: dict[str, pd.DataFrame] | None = None,
+            num_fractions: int | None = None) -> pd.DataFrame:
     """The regime of each GROUP x budget, from its spending-fraction rows (explicit pairs ignored).
 
     best_fraction is the argmax of ``<metric>_mean`` (ties: the smallest fraction). Each endpoint
@@ -28,8 +29,12 @@ def regimes(curves: pd.DataFrame, *, tolerance: float, confidence: float = stats
     in for it. The endpoint is *separated* from the best when both hold: ``best - value > tolerance``
     (metric units) and the interval of the paired difference (`stats.paired_differences`; paired over
     `results`' seeds and `predictions`' examples) excludes 0 at confidence ``1 - (1 - confidence) /
-    (k - 1)``, k the number of fractions run (Bonferroni: picking the best of k, the chance that
-    noise separates an endpoint stays below 1 - confidence per budget).
+    (k - 1)`` (Bonferroni: picking the best of k, the chance that noise separates an endpoint stays
+    below 1 - confidence per budget). k is `num_fractions`, the spending fractions the sweep asked for
+    (sweep.yaml's), or the fractions run where more were run or it is None. The family is the
+    question's, not what was run: an adaptive search that ran 7 of 21 fractions is held to the grid's
+    level, so its regime is the one the grid's rule would give on the same cells, and running fewer
+    fractions never makes a claim easier.
 
     - "quantity-dominant": f=0 run and not separated; f=1 separated (or not run, its stand-in the best);
                            and f=0 beats f=1 by the same two tests (``diff_ends_*``: f=0 - f=1);
@@ -57,6 +62,8 @@ def regimes(curves: pd.DataFrame, *, tolerance: float, confidence: float = stats
     rows = None
     if results is not None:  # already prepared by `aggregate` when it has ``has_predictions``
         rows = results if "has_predictions" in results else stats.with_predictions(usable(results), predictions)
+    if num_fractions is not None:
+        table["num_fractions_asked"] = np.maximum(table["num_fractions"], num_fractions)
     table = _compare(table, curves, rows, predictions, metric, confidence)
     table["regime"], table["reason"] = _decide(table, best_name, at, tolerance)
     table["best_fraction"] = table["best_fraction"].where(np.isfinite(table[best_name].to_numpy(float)))
@@ -88,7 +95,8 @@ def _best_and_endpoints(fractions: pd.DataFrame, value: str, best_name: str, at:
 def _compare(table: pd.DataFrame, curves: pd.DataFrame, rows: pd.DataFrame | None,
              predictions: dict | None, metric: str, confidence: float) -> pd.DataFrame:
     """Add diff_<s>_low/high (best minus the endpoint or its stand-in) and ``comparison``."""
-    level = 1 - (1 - confidence) / np.maximum(table["num_fractions"].to_numpy(float) - 1, 1)
+    k = table.get("num_fractions_asked", table["num_fractions"]).to_numpy(float)
+    level = 1 - (1 - confidence) / np.maximum(k - 1, 1)
     parts = []
     for s in (0, 1):
         other = table[f"rep_{s}"] != table["best_fraction"]

@@ -49,12 +49,14 @@ def aggregate(results: pd.DataFrame, *, tolerance: float = 0.01, axis: str = "la
               gpu_hour_price: float = DEFAULT_GPU_HOUR_PRICE, label_unit_price: float = 1.0,
               budgets: list[float] | None = None, metric: str = "accuracy",
               confidence: float = stats.CONFIDENCE,
-              predictions: dict[str, pd.DataFrame] | None = None) -> Aggregate:
+              predictions: dict[str, pd.DataFrame] | None = None,
+              num_fractions: int | None = None) -> Aggregate:
     """curves -> frontier, regimes, budget table (on `metric`: "accuracy" or "auroc"), PGR and the
     no-signal diagnostic, with intervals at `confidence`. `predictions` ({cell_id: per-example
     predictions}) replace the result rows wherever a cell has them. `budgets` (label units) are the
     budget table's rows; None: every budget a fraction cell was run at. A ceiling run once per
-    (dataset, student) enters every weak supervisor's tables (`gap.with_shared_ceilings`)."""
+    (dataset, student) enters every weak supervisor's tables (`gap.with_shared_ceilings`).
+    `num_fractions`: the spending fractions the sweep asked for, the regimes' Bonferroni family."""
     stats.check_metric(metric)
     rows = stats.with_predictions(usable(results), predictions)  # once, for curves and regimes
     rows = with_shared_ceilings(rows)  # a ceiling run once per (dataset, student) is every weak supervisor's
@@ -69,7 +71,7 @@ def aggregate(results: pd.DataFrame, *, tolerance: float = 0.01, axis: str = "la
         frontier=pareto_frontier(table, axis=axis, gpu_hour_price=gpu_hour_price,
                                  label_unit_price=label_unit_price, metric=metric),
         regimes=regimes(table, tolerance=tolerance, confidence=confidence, metric=metric, results=rows,
-                        predictions=predictions),
+                        predictions=predictions, num_fractions=num_fractions),
         budget_points=points,
         budget_table=with_baselines(budget_table(points, metric=metric), table),
         pgr=pgr(table),
@@ -181,6 +183,8 @@ def write_frontier(storage: Storage, sweep: str, *, tolerance: float = 0.01, axi
     options = dict(tolerance=tolerance, axis=axis, gpu_hour_price=gpu_hour_price, label_unit_price=label_unit_price,
                    budgets=budgets, metric=metric, confidence=confidence)
     summary = _summary(storage, sweep, read, options, price_source=price_source, num_predictions=len(predictions))
+    # The regimes' family is the fractions asked for: an adaptive sweep runs only some (w2sweep.search).
+    options["num_fractions"] = len(inputs.settings.get("spending_fractions") or []) or None
     checks = consistency.for_frontier(storage, sweep, read.table, predictions)  # label prices change no prediction
     files: dict[str, bytes] = {}
     signal = None
