@@ -52,7 +52,7 @@ reproduce-results: $(STAMP)
 	@echo "frontier: $(RESULTS_SWEEP)/frontier (compare with docs/results/)"
 
 # The cells of docs/results/ that run a body at every step (fewshot-prompt, full fine-tuning): the same sweep,
-# after reproduce-results (its head-only cells are reused, ~40 min more on 2 cores).
+# after reproduce-results (its head-only cells are reused; ~30 min more on 2 cores).
 reproduce-results-subsets: $(STAMP)
 	$(BIN)/w2sweep validate jobs/configs/results-subsets.yaml
 	@date -u +"start %H:%M:%S UTC"
