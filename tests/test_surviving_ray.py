@@ -42,14 +42,15 @@ def _killing(cell_id: str, marker: str):
     return run
 
 
-def _tune_results(root, cell_id: str) -> list[dict]:
-    """What the trials of `cell_id` reported to Tune (its JSON logger's result.json lines)."""
+def _tune_results(storage, sweep: str, cell_id: str) -> list[dict]:
+    """What the trials of `cell_id` last reported to Tune, from the newest experiment state of the sweep
+    (`<sweep>/tune/experiment_state-*.json`: each trial's run metadata holds its last result)."""
+    states = sorted(k for k in storage.list(layout.folder(sweep, layout.TUNE), suffix=".json")
+                    if k.rsplit("/", 1)[1].startswith("experiment_state-"))
     found = []
-    for path in root.rglob("result.json"):
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            if row.get("config", {}).get("cell_id") == cell_id:
-                found.append(row)
+    for trial, runtime in json.loads(storage.read_bytes(states[-1]))["trial_data"]:
+        if json.loads(trial)["config"]["cell_id"] == cell_id:
+            found.append(json.loads(runtime)["last_result"])
     return found
 
 
@@ -78,7 +79,7 @@ def test_a_killed_cell_resumes_on_retry_failed_and_ends_with_the_uninterrupted_r
     assert not storage.exists(layout.failure(config.name, killed.cell_id))
     assert storage.list(layout.folder(config.name, layout.RUNNING)) == []
     assert not (tmp_path / "store" / config.name / "checkpoints" / killed.cell_id).exists()
-    (resumed,) = [r for r in _tune_results(tmp_path / "store", killed.cell_id) if "num_steps" in r]
+    (resumed,) = [r for r in _tune_results(storage, config.name, killed.cell_id) if "num_steps" in r]
     steps_per_epoch = 4  # ceil(60 weak labels / 16)
     assert resumed["resumed"] and resumed["num_steps_run"] == resumed["num_steps"] - steps_per_epoch
 

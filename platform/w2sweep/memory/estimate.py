@@ -17,13 +17,20 @@ Bytes per worker = model states + activations:
   parameter trains, so they are given the trained count (LoRA's adapters and head, or the head);
   their `additional_buffer_factor` only scales host memory and is left at 1.
 - activations: what a transformer layer keeps for backward per token (Korthikanti et al. 2022,
-  generalised to any MLP width and dtype) x (layers + 1: the gradients of the layer in backward) x
-  micro batch x max_length; a frozen body (head mode) keeps none, only one layer's working set, as
-  does prediction (batches of 64, no grad).
+  generalised to any MLP width and dtype; under LoRA less: a frozen Linear keeps no input) x (layers
+  + 1: the gradients of the layer in backward) x micro batch x max_length; a frozen body (head mode)
+  keeps none, only one layer's forward working set, as does prediction (batches of 64, no grad);
+  plus, for a decoder built with use_cache, the key/value cache every forward returns (all layers).
 
-GB here is 2**30 bytes (what torch and nvidia-smi report). No Ray. Checked on the CPU only
-(bench/memory.py, docs/benchmarks.md): full fine-tuning within 5% of the measured peak; LoRA, head and
-tiny models 14-49% below it (allocator and transient memory the terms above leave out).
+Not counted: the process's fixed host memory (interpreter, libraries, the tokenizer: ~10 MB for a
+WordPiece vocabulary of 30k, ~51 MB for smollm2's), the CUDA context on GPUs, and what an allocator
+keeps after freeing. GB here is 2**30 bytes (what torch and nvidia-smi report). No Ray.
+
+Checked on the CPU only (bench/memory.py, docs/benchmarks.md), against the peak RSS above the process
+baseline with glibc's mmap threshold fixed (so that the RSS follows the bytes alive, as
+`torch.cuda.max_memory_allocated` does): within the target (-10%, +25%) for tiny-bert, minilm-l6 and
+smollm2-135m in full, LoRA and head mode. With glibc's default malloc the peak RSS is higher (freed
+activations stay in the heap) and the estimate is below it; see docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -96,28 +103,49 @@ def model_states(shape: ModelShape, layout: Layout, *, device: str = "cuda") -> 
     return gpu + math.ceil(2 * frozen / shards), cpu
 
 
-def _layer_bytes_per_token(shape: ModelShape, max_length: int, device: str) -> int:
+def _layer_bytes_per_token(shape: ModelShape, max_length: int, device: str, mode: str = "full") -> int:
     """Bytes one layer keeps for backward per token: 8h + 2i (3i gated) values, two dropout masks of h
     bytes, and on the CPU (SDPA's math path) per head the softmax output, its dropout mask and output
-    over max_length keys. On GPUs bf16 SDPA runs flash / memory-efficient kernels that keep no scores."""
+    over max_length keys. On GPUs bf16 SDPA runs flash / memory-efficient kernels that keep no scores.
+
+    Under LoRA a frozen Linear keeps no input (its backward needs only its weight for the input's
+    gradient), so three of those values are not kept: the input of the attention's output projection
+    (h), the MLP's input (h) and its down projection's input (i). The adapted projections (peft's
+    defaults: query and value) share the attention's input, which stays."""
     dtype_bytes = 4 if device == "cpu" else 2
     mlp = (3 if shape.gated else 2) * shape.intermediate
-    values = dtype_bytes * (8 * shape.hidden + mlp) + 2 * shape.hidden
+    frozen_inputs = 2 * shape.hidden + shape.intermediate if mode == "lora" else 0
+    values = dtype_bytes * (8 * shape.hidden + mlp - frozen_inputs) + 2 * shape.hidden
     scores = shape.heads * max_length * (2 * dtype_bytes + 1) if device == "cpu" else 0
     return values + scores
+
+
+def _forward_bytes_per_token(shape: ModelShape, max_length: int, device: str) -> int:
+    """Bytes per token of one layer's forward where nothing is kept for backward (prediction under
+    no_grad, or a frozen body): the layer's input (h values) and the larger of its two phases' working
+    sets, each freed before the next phase: attention (q, k, v and their output: 4h; on the CPU per
+    head the scores and their softmax over max_length keys) and the MLP (its input h and 2i values, 3i
+    gated: gate, up and the activation alive at the product)."""
+    dtype_bytes = 4 if device == "cpu" else 2
+    attention = 4 * shape.hidden + (2 * shape.heads * max_length if device == "cpu" else 0)
+    mlp = shape.hidden + (3 if shape.gated else 2) * shape.intermediate
+    return dtype_bytes * (shape.hidden + max(attention, mlp))
 
 
 def activations(shape: ModelShape, layout: Layout, *, device: str = "cuda") -> int:
     """Bytes of activations at the peak of a micro batch's backward (or prediction's forward)."""
     dtype_bytes = 4 if device == "cpu" else 2
-    per_token = _layer_bytes_per_token(shape, layout.max_length, device)
     tokens = layout.micro_batch * layout.max_length
-    embeddings = 2 * dtype_bytes * shape.hidden * tokens
-    # A frozen body keeps nothing for backward: one layer's working set. Training keeps every layer's,
-    # plus one more for the gradients of the layer being back-propagated.
-    layers = 1 if layout.mode == "head" else shape.layers + 1
-    training = layers * per_token * tokens + embeddings
-    predicting = per_token * PREDICT_BATCH * layout.max_length
+    forward = _forward_bytes_per_token(shape, layout.max_length, device)
+    if layout.mode == "head":  # a frozen body keeps nothing for backward: one layer's forward at a time
+        training = forward * tokens
+    else:  # every layer's kept values, one more layer for the gradients being back-propagated, embeddings
+        per_token = _layer_bytes_per_token(shape, layout.max_length, device, layout.mode)
+        training = (shape.layers + 1) * per_token * tokens + 2 * dtype_bytes * shape.hidden * tokens
+    # A decoder's key/value cache: every layer's keys and values of the batch, alive at the forward's end.
+    cache = shape.layers * shape.kv_cache_width * dtype_bytes
+    training += cache * tokens
+    predicting = (forward + cache) * PREDICT_BATCH * layout.max_length
     return max(training, predicting)
 
 

@@ -24,6 +24,11 @@ class ModelShape:
     intermediate: int
     heads: int
     gated: bool
+    # Values per token and layer a forward keeps in its key/value cache (2 x kv heads x head dim), 0
+    # for a model that keeps none. A decoder-only model built with use_cache (Llama, Qwen2: their
+    # configs carry no is_decoder) returns every layer's keys and values from each forward, w2sweep's
+    # prediction included: alive until the output is dropped. Encoders (BERT: is_decoder False) keep none.
+    kv_cache_width: int = 0
 
 
 def model_config(ref: str, *, tokenizer: str | None = None, trust_remote_code: bool = False):
@@ -94,10 +99,14 @@ def model_shape(ref: str, *, tokenizer: str | None = None, trust_remote_code: bo
     c = config
     intermediate = getattr(c, "intermediate_size", None) or 4 * c.hidden_size
     gated = str(getattr(c, "hidden_act", "")).lower() in _GATED_ACTIVATIONS
+    caches = bool(getattr(c, "use_cache", False)) and c.to_dict().get("is_decoder") is not False
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    kv_heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
     return ModelShape(params=dict(full=total, lora=lora_total, head=total),
                       trainable=dict(full=total, lora=lora_trained, head=head),
                       largest_layer=largest, layers=c.num_hidden_layers, hidden=c.hidden_size,
-                      intermediate=intermediate, heads=c.num_attention_heads, gated=gated)
+                      intermediate=intermediate, heads=c.num_attention_heads, gated=gated,
+                      kv_cache_width=2 * kv_heads * head_dim if caches else 0)
 
 
 def spec_shape(spec) -> ModelShape:

@@ -8,6 +8,7 @@ run's claims (`w2sweep.sweep.prerequisites`) and makes sure of the cell's prereq
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -15,7 +16,6 @@ from dataclasses import dataclass, field
 
 import ray
 from ray import tune
-from ray.tune.logger import JsonLoggerCallback
 
 from w2sweep import layout
 from w2sweep.config import Resources, SweepConfig
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 DRIVER_MEMORY_BYTES = 256 * 2**20
 _METRICS = ("accuracy", "auroc", "wall_seconds")
 _TRAIN_METRICS = ("num_steps", "num_steps_run", "resumed")
+EXPERIMENT_STATE_PERIOD_S = 3600  # seconds between Tune's experiment-state saves (and uploads) in a run
 
 
 @dataclass
@@ -202,7 +203,8 @@ def run_sweep(config: SweepConfig, *, cells: list[Cell] | None = None, retry_fai
             env=storage_env(), resources=config.resources.model_dump(), max_failures=config.max_failures,
             write_timeout_s=config.result_write_timeout_s, claims_actor=claims, run=run,
             run_on_workers=run_on_workers)
-        grid = _tuner(config, storage, todo, trainable, progress).fit()
+        with _no_metrics_files_warning():
+            grid = _tuner(config, storage, todo, trainable, progress).fit()
         stop_claims(claims)
         progress.bar.close()
     _record_outcomes(config, storage, todo, grid, report)
@@ -213,10 +215,19 @@ def _tuner(config: SweepConfig, storage: Storage, todo: list[Cell], trainable, p
     """One Tune trial per cell of `todo`, biggest first, each with its cell's resources."""
     # The progress bar is the sweep's console output; Tune's own tables would interleave with it.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Of Tune's per-trial loggers only the JSON one, which the result grid reads: a trial reports
-    # once, and the TensorBoard logger imports torch into the driver, delaying the first trial by
-    # ~1.3 s (bench/overhead.py).
+    # None of Tune's per-trial loggers: a cell's metrics are in its result object, and `_record_outcomes`
+    # reads only each trial's config and error, which the result grid holds in memory. Each logger's
+    # files sit in the driver's staging directory, which every experiment-state sync uploads whole
+    # (pyarrow copy_files, no comparison): with the JSON logger's 3 files per trial, ~13 requests per
+    # trial created so far at every sync on S3 (bench/scale.py, docs/benchmarks.md). The TensorBoard
+    # logger would also import torch into the driver (~1.3 s before the first trial, bench/overhead.py).
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # The experiment state is for Tune's own restore, which w2sweep does not use (a re-run skips the
+    # cells whose result exists); Tune saves it at the start and, forced, at the end of the run. Each
+    # save uploads the driver's staging directory whole, with an (empty) folder per trial created so
+    # far: O(trials) requests on S3. Tune's default period ("auto": 10 s, or 19 times the last save's
+    # duration) would repeat that every 10 s or so.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(EXPERIMENT_STATE_PERIOD_S))
     cell_json = {c.cell_id: c.to_json() for c in todo}
     return tune.Tuner(
         tune.with_resources(trainable, _trial_resources(cell_json, config.resources)),
@@ -229,10 +240,27 @@ def _tuner(config: SweepConfig, storage: Storage, todo: list[Cell], trainable, p
             name=layout.TUNE, storage_path=storage.path(config.name),
             storage_filesystem=None if storage.is_local else storage.filesystem,
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
-            callbacks=[progress, JsonLoggerCallback(), *tracker_callbacks(config.trackers, storage, config.name)],
+            callbacks=[progress, *tracker_callbacks(config.trackers, storage, config.name)],
             verbose=0,
         ),
     )
+
+
+@contextlib.contextmanager
+def _no_metrics_files_warning():
+    """Without per-trial loggers the result grid finds no result.json / progress.csv per trial and warns
+    once per run with a line per trial ("Failed to fetch metrics for N trial(s)"); its metrics
+    dataframes stay empty, and nothing here reads them. That one warning is dropped, nothing else."""
+    logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to fetch metrics for")
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def _record_outcomes(config: SweepConfig, storage: Storage, todo: list[Cell], grid, report: SweepReport) -> None:
