@@ -365,6 +365,16 @@ def tiny_causal_lm(path, texts):
     return str(path)
 
 
+def assert_whole_prompt_scores(model, tokenizer, prefix, texts, got):
+    """Each score is sigmoid(logit("1") - logit("0")) at the end of its whole prompt, run alone."""
+    zero, one = target_token_ids(tokenizer)
+    for text, score in zip(texts, got, strict=True):
+        ids = tokenizer(prompt_text(prefix, text), return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            last = model(input_ids=ids).logits[0, -1]
+        assert score == pytest.approx(torch.sigmoid(last[one] - last[zero]).item(), abs=1e-5)
+
+
 def test_prompt_score_is_the_logit_of_1_minus_0_after_the_prompt(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -375,12 +385,7 @@ def test_prompt_score_is_the_logit_of_1_minus_0_after_the_prompt(tmp_path):
     prefix = fewshot_prefix(texts[:3], np.array([1.0, 0.0, 0.8]))
     assert prefix == f"{texts[0]}\n1\n\n{texts[1]}\n0\n\n{texts[2]}\n1\n\n"
     got = prompt_scores(model, tokenizer, prefix, texts[3:], max_length=1024, batch_size=4)  # padded batches
-    zero, one = target_token_ids(tokenizer)
-    for text, score in zip(texts[3:], got):
-        ids = tokenizer(prompt_text(prefix, text), return_tensors="pt")["input_ids"]
-        with torch.no_grad():
-            last = model(input_ids=ids).logits[0, -1]
-        assert score == pytest.approx(torch.sigmoid(last[one] - last[zero]).item(), abs=1e-5)
+    assert_whole_prompt_scores(model, tokenizer, prefix, texts[3:], got)
 
 
 def test_prompt_scores_run_the_shared_shots_once_and_score_as_the_whole_prompt(tmp_path):
@@ -402,12 +407,7 @@ def test_prompt_scores_run_the_shared_shots_once_and_score_as_the_whole_prompt(t
     longest_text = max(len(tokenizer(prompt_text("", t))["input_ids"]) for t in texts[20:])
     assert shared > 100 and lengths[0] >= shared - 2  # the shots, once
     assert len(lengths) == 1 + 4 and max(lengths[1:]) <= longest_text + 2  # 20 texts in batches of 6
-    zero, one = target_token_ids(tokenizer)
-    for text, score in zip(texts[20:], got):
-        ids = tokenizer(prompt_text(prefix, text), return_tensors="pt")["input_ids"]
-        with torch.no_grad():
-            last = model(input_ids=ids).logits[0, -1]
-        assert score == pytest.approx(torch.sigmoid(last[one] - last[zero]).item(), abs=1e-5)
+    assert_whole_prompt_scores(model, tokenizer, prefix, texts[20:], got)
     assert np.ptp(got) > 0
 
 
