@@ -313,10 +313,19 @@ def plan(config: SweepConfig) -> tuple[SweepConfig, list[Cell]]:
 
 
 def check_capacity(config: SweepConfig, cells: list[Cell]) -> None:
-    """Raise ConfigError for every cell that needs more labels than its pool holds."""
+    """Raise ConfigError for every cell that needs more labels than its pool holds, and for every dataset
+    whose scored pools (test, val) hold one class."""
     errors = []
     for i, dataset in enumerate(_resolved(config).datasets):
         pools = pools_for(dataset, config.seeds[0])  # pool sizes do not depend on the seed
+        # scored pools: with one class, accuracy is a constant predictor's and AUROC is undefined
+        one_class = {name: int(getattr(pools, name).labels[0]) for name in ("test", "val")
+                     if len(set(getattr(pools, name).labels.tolist())) == 1}
+        if one_class:
+            held = ", ".join(f"{name}: only label {label}" for name, label in one_class.items())
+            errors.append(error_line(f"datasets.{i}", dataset.name, (
+                f"a scored pool holds one class ({held}): its accuracy and AUROC would mean nothing; "
+                "allowed: both classes in every pool (rows sorted by label? take all rows, or balance: true)")))
         for cell in cells:
             if cell.dataset != dataset:
                 continue
