@@ -63,7 +63,7 @@ def regimes_table(regimes: pd.DataFrame) -> None:
 def small_budget_methods(curves: pd.DataFrame, budget: float = 16) -> None:
     """Every student and method at one small budget, f = 0 and 1, on the datasets that run more than one."""
     at = curves[(curves.budget == budget) & curves.spending_fraction.isin([0, 1])]
-    several = at.groupby("dataset")[["student", "method"]].apply(lambda g: len(g.drop_duplicates())) > 2
+    several = at.groupby("dataset")[["student", "method"]].apply(lambda g: len(g.drop_duplicates())) > 1
     at = at[at.dataset.isin(several[several].index)]
     print(f"\n### Every student and method at budget {budget:g} (f = 0: weak labels only; f = 1: gold labels only)\n")
     print("| dataset | student | method | f | n_weak | n_oracle | seeds | accuracy [95% CI] | AUROC [95% CI] | majority rate |")
