@@ -1,5 +1,11 @@
+import contextlib
 import os
+import shutil
+import signal
+import subprocess
+import tempfile
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -107,3 +113,26 @@ def broken_model_dir(path: Path) -> Path:
     tokenizer.save_pretrained(path)
     (path / "model.safetensors").write_bytes(b"not a safetensors file")
     return path
+
+
+@contextlib.contextmanager
+def ray_head(ray: str, port: int, env: dict, *options: str, prefix: str, wait_s: float = 90):
+    """A Ray head started with `ray start --head --block` on 127.0.0.1:`port` (its own process group,
+    its temp dir short, since Ray's socket paths live under it), yielded once `ray status` answers;
+    killed and its temp dir removed afterwards."""
+    temp = tempfile.mkdtemp(prefix=prefix)
+    head = subprocess.Popen([ray, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+                             "--include-dashboard=false", f"--temp-dir={temp}", *options],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + wait_s
+        while subprocess.run([ray, "status", f"--address=127.0.0.1:{port}"], env=env,
+                             capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline and head.poll() is None, "the head did not come up"
+            time.sleep(1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        if head.poll() is None:
+            os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+        shutil.rmtree(temp, ignore_errors=True)

@@ -3,16 +3,12 @@ so, exit code 2, nothing written (tried before: 21 lines of InvalidAuthToken fro
 then "Failed to connect to Ray cluster"). With the token the same address joins."""
 
 import os
-import signal
 import subprocess
-import shutil
 import sys
-import tempfile
-import time
 
 import pytest
 
-from conftest import REPO, free_port, tiny_config
+from conftest import REPO, free_port, ray_head, tiny_config
 
 pytestmark = pytest.mark.ray
 
@@ -25,22 +21,8 @@ def token_head(tmp_path):
     ray = str(REPO / ".venv" / "bin" / "ray") if (REPO / ".venv" / "bin" / "ray").exists() else "ray"
     subprocess.run([ray, "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
     port = free_port()
-    temp = tempfile.mkdtemp(prefix="/tmp/w2a")  # short: Ray's socket paths live under it
-    head = subprocess.Popen([ray, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-                             "--num-cpus=1", "--include-dashboard=false", f"--temp-dir={temp}"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        while subprocess.run([ray, "status", f"--address=127.0.0.1:{port}"], env=env,
-                             capture_output=True).returncode != 0:
-            assert time.monotonic() < deadline and head.poll() is None, "the head did not come up"
-            time.sleep(1)
-        yield f"127.0.0.1:{port}", home
-    finally:
-        if head.poll() is None:
-            os.killpg(head.pid, signal.SIGKILL)
-        head.wait()
-        shutil.rmtree(temp, ignore_errors=True)
+    with ray_head(ray, port, env, "--num-cpus=1", prefix="/tmp/w2a") as address:
+        yield address, home
 
 
 def test_a_client_without_the_token_gets_one_line_that_names_token_authentication(token_head, tmp_path, write_config):

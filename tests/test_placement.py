@@ -7,17 +7,13 @@ the local cluster a run starts tells them by its nodes. A cluster that tells not
 
 import os
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, free_port, tiny_config
+from conftest import REPO, free_port, ray_head, tiny_config
 
 pytestmark = pytest.mark.ray
 
@@ -39,22 +35,8 @@ def head(tmp_path_factory):
     token.write_text(secrets.token_hex(32))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token), PYTHONPATH=str(REPO / "platform"))
-    temp = tempfile.mkdtemp(prefix="/tmp/w2p")  # short: Ray's socket paths live under it
-    head = subprocess.Popen([ray_bin(), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-                             "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false", f"--temp-dir={temp}"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while subprocess.run([ray_bin(), "status", f"--address=127.0.0.1:{port}"], env=env,
-                             capture_output=True).returncode != 0:
-            assert time.monotonic() < deadline and head.poll() is None, "the head did not come up"
-            time.sleep(1)
-        yield f"127.0.0.1:{port}", env
-    finally:
-        if head.poll() is None:
-            os.killpg(head.pid, signal.SIGKILL)
-        head.wait()
-        shutil.rmtree(temp, ignore_errors=True)
+    with ray_head(ray_bin(), port, env, "--num-cpus=2", "--num-gpus=0", prefix="/tmp/w2p", wait_s=180) as address:
+        yield address, env
 
 
 def python(code: str, env: dict) -> str:
