@@ -11,7 +11,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test test-slow test-faults clean reproduce-results reproduce-results-subsets
+.PHONY: venv demo test test-slow test-faults clean reproduce-results reproduce-results-subsets reproduce-results-fractions
 
 venv: $(STAMP)
 
@@ -58,6 +58,16 @@ reproduce-results-subsets: $(STAMP)
 	@date -u +"start %H:%M:%S UTC"
 	$(BIN)/w2sweep run jobs/configs/results-subsets.yaml
 	@date -u +"end %H:%M:%S UTC"
+
+# The adaptive search's recorded real-data grid (docs/benchmarks.md, "Adaptive search"): the published probe
+# on 21 spending fractions, a sweep of its own; then replay the search against it.
+reproduce-results-fractions: $(STAMP)
+	rm -rf /tmp/w2s-results/results-fractions
+	$(BIN)/w2sweep validate jobs/configs/results-fractions.yaml
+	@date -u +"start %H:%M:%S UTC"
+	$(BIN)/w2sweep run jobs/configs/results-fractions.yaml
+	@date -u +"end %H:%M:%S UTC"
+	PYTHONPATH=platform $(BIN)/python bench/adaptive.py --draws 0 --sweep /tmp/w2s-results/results-fractions
 
 clean:
 	rm -rf $(VENV) outputs

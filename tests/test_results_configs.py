@@ -23,3 +23,18 @@ def test_the_subsets_config_holds_every_cell_of_the_results_config(monkeypatch):
     assert sorted({(c.student.label, c.method) for c in added}) == [("minilm-l6-full", "seq-sft"),
                                                                     ("smollm2-135m", "fewshot-prompt")]
     assert all(c.features_key is not None for c in grid.values() if c.method != "fewshot-prompt")  # head-only
+
+
+def test_the_fractions_config_refines_the_published_probe_grid(monkeypatch):
+    """results-fractions.yaml (the adaptive search's recorded real-data grid) runs the published probe cells
+    on 21 fractions: its cells at the published 8 fractions are the published cells, by id."""
+    monkeypatch.chdir(CONFIGS.parents[1])
+    fine = expand_cells(load_config(CONFIGS / "results-fractions.yaml"))
+    assert len(fine) == 3 * 3 * 21 * 5 + 21 * 5 + 4 * 5  # 3 sets x 3 budgets, sst2-13k at 1024, ceilings
+    assert len({c.spending_fraction for c in fine if c.spending_fraction is not None}) == 21
+    points = {(c.dataset.name, c.budget) for c in fine}
+    published = {c.cell_id for c in expand_cells(load_config(CONFIGS / "results.yaml"))
+                 if c.student.label == "minilm-l6-probe" and (c.dataset.name, c.budget) in points}
+    assert len(published) == (3 * 3 + 1) * 8 * 5 + 4 * 5  # 8 fractions x 5 seeds at 10 (set, budget), ceilings
+    assert published <= {c.cell_id for c in fine}
+    assert all(c.features_key is not None for c in fine)  # head-only

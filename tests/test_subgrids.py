@@ -67,3 +67,24 @@ def test_max_cells_counts_the_union_not_the_full_product(tmp_path):
 def test_a_grid_entry_with_an_unknown_field_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"grids\.0\.studnets"):
         parse_config(_config(tmp_path, grids=[dict(studnets=["cheap"])]))
+
+
+def test_an_adaptive_search_chooses_only_cells_of_the_union(tmp_path):
+    """`search: adaptive` with `grids:` searches the union: a unit's fractions are what its sub-grids pick,
+    and nothing outside the union is ever chosen."""
+    from w2sweep.search import Observation, Options, choose
+
+    grids = [dict(students=["cheap"], budgets=[16, 64]), dict(students=["dear"], budgets=[4], seeds=[0])]
+    config = parse_config(_config(tmp_path, grids=grids, search="adaptive"))
+    check_references(config)  # not refused
+    cells = expand_cells(config)
+    union = {c.cell_id for c in cells}
+    outside = {c.cell_id for c in expand_cells(parse_config(_config(tmp_path)))} - union
+    observed: dict[str, Observation] = {}
+    while chosen := choose(cells, observed, Options.of(config.search_options),
+                           num_fractions=len(config.spending_fractions)):
+        assert {c.cell_id for c in chosen} <= union
+        observed.update({c.cell_id: Observation(0.7 + (c.spending_fraction or 0) / 10) for c in chosen})
+    assert not set(observed) & outside
+    assert {c.student.label for c in cells if c.cell_id in observed} == {"cheap", "dear"}
+    assert {c.seed for c in cells if c.cell_id in observed and c.student.label == "dear"} == {0}

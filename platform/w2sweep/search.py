@@ -229,11 +229,14 @@ def candidate_fractions(cells) -> dict[float, tuple[int, int]]:
     return {f: counts for counts, f in kept.items()}
 
 
-def choose(cells: list, observed: dict[str, Observation], options: Options) -> list:
+def choose(cells: list, observed: dict[str, Observation], options: Options, *,
+           num_fractions: int | None = None) -> list:
     """The grid `cells` to run next, given `observed` (cell id -> observation of every cell attempted).
 
     Cells outside any search (explicit pairs, ceiling cells) are chosen at once; every unit of
-    spending-fraction cells is asked `next_cells`. Returns the chosen cells in grid order; [] when
+    spending-fraction cells is asked `next_cells`, with `num_fractions` as the regimes' family: the
+    sweep's `spending_fractions`, as `w2sweep frontier` takes it (None: each unit's own fractions;
+    the same unless `grids:` picks fewer for a unit). Returns the chosen cells in grid order; [] when
     every unit is done."""
     units: dict[tuple, list] = {}
     fixed = []
@@ -248,7 +251,7 @@ def choose(cells: list, observed: dict[str, Observation], options: Options) -> l
         by_point = {(c.spending_fraction, c.seed): c for c in unit_cells if c.spending_fraction in keep}
         seeds = list(dict.fromkeys(c.seed for c in unit_cells))
         seen = {point: observed[c.cell_id] for point, c in by_point.items() if c.cell_id in observed}
-        asked = len({c.spending_fraction for c in unit_cells})
+        asked = num_fractions or len({c.spending_fraction for c in unit_cells})
         decision = next_cells(sorted(keep), seeds, seen, options, num_fractions=asked)
         chosen.update(by_point[point].cell_id for point in decision.run if point in by_point)
     return [c for c in cells if c.cell_id in chosen]

@@ -63,8 +63,6 @@ def subgrid_problems(config) -> list[tuple[str, object, str]]:
     """(field, value, problem) for each value an entry of `config.grids` picks that its axis does not
     hold: the entry would silently run less than it says."""
     problems = []
-    if config.grids and config.search != "grid":
-        problems.append(("grids", "...", f"grids choose cells for search 'grid'; search is {config.search!r}"))
     for i, grid in enumerate(config.grids):
         for axis in AXES:
             have = _names(config, axis)

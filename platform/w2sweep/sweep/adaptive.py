@@ -53,12 +53,13 @@ def run_adaptive(config, run_sweep, **run_options) -> AdaptiveReport:
     cell. `run_options` pass to `run_sweep` (`run`, `run_on_workers`); `run_sweep` is passed in by
     `w2sweep.sweep.run.run_sweep`, which calls this, so the two modules do not import each other."""
     storage = Storage.from_uri(config.storage)
-    cells = expand_cells(config)
+    cells = expand_cells(config)  # with `grids:`, their union: the search chooses within it
     options = Options.of(config.search_options)
     report = AdaptiveReport(num_cells=0, num_skipped=0, num_done=0, num_grid=len(cells))
     attempted: list[str] = []
     while True:
-        chosen = choose(cells, observations(storage, config.name, attempted), options)
+        chosen = choose(cells, observations(storage, config.name, attempted), options,
+                        num_fractions=len(config.spending_fractions))
         if not chosen:
             break
         attempted += [c.cell_id for c in chosen]
