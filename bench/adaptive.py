@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
-from w2sweep.frontier import curves, regimes  # noqa: E402
+from w2sweep.frontier import CEILING_METHOD, at_chance, curves, regimes, without_signal  # noqa: E402
+from w2sweep.results import NO_WEAK_SUPERVISOR  # noqa: E402
 from w2sweep.search import Observation, Options, candidate_fractions, next_cells  # noqa: E402
 
 FRACTIONS = [round(0.05 * i, 2) for i in range(21)]
@@ -62,11 +63,11 @@ def planted(curve, rng, *, seed_sd: float, cell_sd: float) -> dict[tuple[float, 
 
 
 def replay(table: dict, fractions: list[float], seeds: list[int], options: Options,
-           num_fractions: int | None = None) -> tuple[dict, int, str]:
+           num_fractions: int | None = None, at_chance: bool = False) -> tuple[dict, int, str]:
     """The search run against `table`: (observed cells, rounds, why it stopped)."""
     observed, rounds = {}, 0
     while True:
-        decision = next_cells(fractions, seeds, observed, options, num_fractions=num_fractions)
+        decision = next_cells(fractions, seeds, observed, options, num_fractions=num_fractions, at_chance=at_chance)
         if not decision.run:
             return observed, rounds, decision.reason
         rounds += 1
@@ -82,20 +83,27 @@ def rows(cells: dict, budget: float) -> pd.DataFrame:
                          for (f, s), o in cells.items()])
 
 
-def answer(cells: dict, budget: float, tolerance: float, num_fractions: int) -> tuple[float, float, str]:
+def answer(cells: dict, budget: float, tolerance: float, num_fractions: int,
+           ceiling: pd.DataFrame | None = None) -> tuple[float, float, str]:
     """(best fraction, its mean accuracy, regime) by the frontier's rules on `cells`, `num_fractions`
-    asked for (the regimes' Bonferroni family, as `w2sweep frontier` takes it from sweep.yaml)."""
-    results = rows(cells, budget)
-    table = regimes(curves(results), tolerance=tolerance, results=results, num_fractions=num_fractions).iloc[0]
+    asked for (the regimes' Bonferroni family, as `w2sweep frontier` takes it from sweep.yaml), with the
+    group's `ceiling` result rows (relabelled to the unit's names) when it has them: no regime where the
+    ceiling is at chance (`without_signal`)."""
+    results = pd.concat([rows(cells, budget), ceiling], ignore_index=True) if ceiling is not None else rows(cells, budget)
+    table = curves(results)
+    found = without_signal(regimes(table, tolerance=tolerance, results=results, num_fractions=num_fractions), table)
+    table = found[found["method"] == "seq-sft"].iloc[0]
     return float(table["best_fraction"]), float(table["best_accuracy"]), table["regime"]
 
 
 def compare_one(table: dict, budget: float, fractions: list, seeds: list, options: Options,
-                candidates: list | None = None) -> dict:
-    """One budget: the search (over `candidates`, default all `fractions`) against its full grid."""
-    observed, rounds, why = replay(table, candidates or fractions, seeds, options, len(fractions))
-    full_f, full_acc, full_regime = answer(table, budget, options.tolerance, len(fractions))
-    f, _, regime = answer(observed, budget, options.tolerance, len(fractions))
+                candidates: list | None = None, ceiling: pd.DataFrame | None = None) -> dict:
+    """One budget: the search (over `candidates`, default all `fractions`) against its full grid; both
+    with the group's `ceiling` rows, whose being at chance the search is told as `w2sweep.search.choose` is."""
+    silent = ceiling is not None and not at_chance(curves(ceiling)).empty
+    observed, rounds, why = replay(table, candidates or fractions, seeds, options, len(fractions), silent)
+    full_f, full_acc, full_regime = answer(table, budget, options.tolerance, len(fractions), ceiling)
+    f, _, regime = answer(observed, budget, options.tolerance, len(fractions), ceiling)
     at_chosen = float(np.mean([o.accuracy for (g, _), o in table.items() if g == f]))
     return dict(cells=len(observed), full=len(table), rounds=rounds, stop=why, best_f=f, full_best_f=full_f,
                 err=full_acc - at_chosen, regime=regime, full_regime=full_regime)
@@ -122,10 +130,14 @@ def recorded_runs(sweep: str, options: Options) -> pd.DataFrame:
     results, _ = read_cells(storage, cell_keys(storage, name))
     if results.empty:
         sys.exit(f"--sweep {sweep}: no result objects under {root}/{name}/")
-    results = results[results["spending_fraction"].notna() & (results["status"] == "ok")
-                      & (results["method"] != "ceiling")]
+    results = results[results["spending_fraction"].notna() & (results["status"] == "ok")]
+    ceilings = results[results["method"] == CEILING_METHOD]  # shared ones under NO_WEAK_SUPERVISOR
+    results = results[results["method"] != CEILING_METHOD]
     out = []
     for key, unit in results.groupby(["dataset", "weak_supervisor", "student", "method", "budget"]):
+        ceiling = ceilings[(ceilings["dataset"] == key[0]) & (ceilings["student"] == key[2])
+                           & ceilings["weak_supervisor"].isin([key[1], NO_WEAK_SUPERVISOR])]
+        ceiling = ceiling.assign(dataset="d", weak_supervisor="w", student="s") if len(ceiling) else None
         table = {(float(r.spending_fraction), int(r.seed)):
                  Observation(r.accuracy, r.accuracy_ci_low, r.accuracy_ci_high) for r in unit.itertuples()}
         fractions, seeds = sorted({f for f, _ in table}), sorted({s for _, s in table})
@@ -133,7 +145,7 @@ def recorded_runs(sweep: str, options: Options) -> pd.DataFrame:
             continue  # not a complete grid
         candidates = sorted(candidate_fractions(unit.itertuples()))  # as `choose`: one per label count
         out.append(dict(budget=key[-1], planted="/".join(map(str, key[:-1])), draw=0, truth="",
-                        **compare_one(table, key[-1], fractions, seeds, options, candidates)))
+                        **compare_one(table, key[-1], fractions, seeds, options, candidates, ceiling)))
     return pd.DataFrame(out)
 
 

@@ -67,7 +67,9 @@ def test_pure_noise_is_indeterminate_with_pgr_nan_and_no_signal():
     assert (r["best_accuracy"] - r[["accuracy_at_0", "accuracy_at_1"]].min(axis=1) > 0).all()
     assert ((r["best_fraction"] > 0) & (r["best_fraction"] < 1)).sum() >= 3  # "mixed" by tolerance alone
     assert set(r["regime"]) == {"indeterminate"}
-    assert r["reason"].str.startswith("within noise").all()
+    assert r["reason"].str.startswith("no signal: ceiling AUROC").all()  # the ceiling is at chance
+    alone = regimes(agg.curves, tolerance=0.0, results=rows)  # and the paired tests say so on their own
+    assert alone.loc[alone["method"] == "seq-sft", "reason"].str.startswith("within noise").all()
     p = agg.pgr[agg.pgr["method"] == "seq-sft"]
     assert p["pgr"].isna().all()
     assert p["reason"].str.startswith("ceiling").all()
@@ -89,6 +91,19 @@ def test_a_planted_effect_is_found_at_every_budget_with_pgr_and_no_warning():
     point = p.iloc[0]
     assert point["pgr"] == pytest.approx((0.90 - 0.6) / (0.92 - 0.6), abs=0.02)
     assert point["pgr_low"] < point["pgr"] < point["pgr_high"]
+
+
+def test_a_separable_effect_gets_no_regime_when_the_ceiling_is_at_chance():
+    """Endpoints the paired test separates, under a student that cannot rank the test pool from every gold
+    label: no regime, "no signal" with the ceiling's interval, at every budget."""
+    rng = np.random.default_rng(1)
+    rows = [r if r["method"] != "ceiling" else {**r, "auroc": 0.5 + rng.normal(0, 0.02)} for r in effect_rows()]
+    agg = aggregate(table(*rows), tolerance=0.01)
+    r = agg.regimes[agg.regimes["method"] == "seq-sft"].set_index("budget")
+    assert set(r["regime"]) == {"indeterminate"}
+    assert r["reason"].str.match(r"no signal: ceiling AUROC 0\.\d+ \[0\.\d+, 0\.\d+\] \(ceiling\) does not exclude 0\.5").all()
+    alone = regimes(agg.curves, tolerance=0.01, results=table(*rows))
+    assert alone[alone["method"] == "seq-sft"].set_index("budget")["regime"].to_dict() == EXPECTED
 
 
 def test_the_paired_t_interval_is_scipys():

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from w2sweep.frontier.stats import t_quantile
+from w2sweep.results import NO_WEAK_SUPERVISOR
 
 SEPARABLE, TIED, UNDECIDED = "separable", "within tolerance", "undecided"
 
@@ -97,11 +98,13 @@ def _nearest(candidates: list[float], targets: Iterable[float]) -> list[float]:
 
 
 def next_cells(candidates: list[float], seeds: list[int], observed: dict[tuple[float, int], Observation],
-               options: Options, *, num_fractions: int | None = None) -> Decision:
+               options: Options, *, num_fractions: int | None = None, at_chance: bool = False) -> Decision:
     """The next (fraction, seed) cells for one budget. `candidates`: the fractions that buy distinct
     label counts, sorted; `seeds`: the config's, in order; `observed`: every cell attempted so far
     (a failed one with NaN accuracy is never proposed again); `num_fractions`: the fractions the
-    config asks for (None: the candidates), the Bonferroni family of the regime rule. New fractions
+    config asks for (None: the candidates), the Bonferroni family of the regime rule; `at_chance`:
+    the unit's ceiling is at chance, so the frontier gives no regime whatever the cells show
+    (`w2sweep.frontier.without_signal`), and the coarse round is all it runs. New fractions
     come first: seeds are added only once the bracket around the best is fully run, so no seed is
     spent on a fraction the best is about to leave. Last, the best, its adjacent candidates and both
     endpoints get every seed (the regime rests on their paired differences, which then have the grid's
@@ -114,6 +117,8 @@ def next_cells(candidates: list[float], seeds: list[int], observed: dict[tuple[f
     if todo:
         return Decision(todo[:left], None, "coarse round")
     best = _best(candidates, observed)
+    if at_chance:
+        return Decision([], best, "no signal: the ceiling's AUROC does not exclude 0.5")
     if best is None:
         return Decision([], None, "no result")
     ran = sorted({g for g, _ in observed})
@@ -230,14 +235,16 @@ def candidate_fractions(cells) -> dict[float, tuple[int, int]]:
 
 
 def choose(cells: list, observed: dict[str, Observation], options: Options, *,
-           num_fractions: int | None = None) -> list:
+           num_fractions: int | None = None, at_chance: frozenset[tuple] = frozenset()) -> list:
     """The grid `cells` to run next, given `observed` (cell id -> observation of every cell attempted).
 
     Cells outside any search (explicit pairs, ceiling cells) are chosen at once; every unit of
     spending-fraction cells is asked `next_cells`, with `num_fractions` as the regimes' family: the
     sweep's `spending_fractions`, as `w2sweep frontier` takes it (None: each unit's own fractions;
-    the same unless `grids:` picks fewer for a unit). Returns the chosen cells in grid order; [] when
-    every unit is done."""
+    the same unless `grids:` picks fewer for a unit). `at_chance`: the (dataset, weak supervisor,
+    student) whose ceiling is at chance (`w2sweep.frontier.at_chance`; a ceiling shared by every weak
+    supervisor under NO_WEAK_SUPERVISOR), whose units stop after the coarse round. Returns the chosen
+    cells in grid order; [] when every unit is done."""
     units: dict[tuple, list] = {}
     fixed = []
     for cell in cells:
@@ -252,6 +259,8 @@ def choose(cells: list, observed: dict[str, Observation], options: Options, *,
         seeds = list(dict.fromkeys(c.seed for c in unit_cells))
         seen = {point: observed[c.cell_id] for point, c in by_point.items() if c.cell_id in observed}
         asked = num_fractions or len({c.spending_fraction for c in unit_cells})
-        decision = next_cells(sorted(keep), seeds, seen, options, num_fractions=asked)
+        dataset, weak, student = unit_of(unit_cells[0])[:3]
+        silent = {(dataset, weak, student), (dataset, NO_WEAK_SUPERVISOR, student)} & at_chance
+        decision = next_cells(sorted(keep), seeds, seen, options, num_fractions=asked, at_chance=bool(silent))
         chosen.update(by_point[point].cell_id for point in decision.run if point in by_point)
     return [c for c in cells if c.cell_id in chosen]

@@ -17,7 +17,7 @@ ones callers use; import them from here.
 
 from w2sweep.frontier.plots import MAX_PANELS, plot_budget_table, plot_curves, plot_frontier
 from w2sweep.frontier.read import inputs_digest, read_sweep_yaml
-from w2sweep.frontier.gap import ceilings, no_signal, pgr
+from w2sweep.frontier.gap import at_chance, ceilings, no_signal, pgr, without_signal
 from w2sweep.frontier.regimes import CEILING_METHOD, ORACLE_METHOD, regimes
 from w2sweep.frontier.stats import CONFIDENCE, METRICS
 from w2sweep.frontier.tables import (
@@ -48,7 +48,8 @@ from w2sweep.frontier.write import (
 )
 
 __all__ = [
-    "ALL_METHODS", "AXES", "Aggregate", "CEILING_METHOD", "CONFIDENCE", "METRICS", "ceilings", "no_signal",
+    "ALL_METHODS", "AXES", "Aggregate", "CEILING_METHOD", "CONFIDENCE", "METRICS", "at_chance", "ceilings", "no_signal",
+    "without_signal",
     "with_baselines", "DEFAULT_GPU_HOUR_PRICE", "GROUP", "MANIFEST",
     "MAX_PANELS", "MODELS", "ORACLE_METHOD", "add_dataset_groups", "aggregate",
     "budget_points", "budget_table", "curves", "gpu_seconds", "inputs_digest", "manifest_key",

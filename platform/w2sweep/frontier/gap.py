@@ -118,6 +118,36 @@ def pgr(curves: pd.DataFrame) -> pd.DataFrame:
     return table[columns]
 
 
+def at_chance(curves: pd.DataFrame) -> pd.DataFrame:
+    """The (dataset, weak_supervisor, student) whose ceiling (`ceilings`) has an AUROC interval that
+    includes 0.5 or lies below it: trained on every gold label it buys, the student does not rank the
+    test pool better than chance. Columns: MODELS, reason."""
+    found = ceilings(curves)
+    with np.errstate(invalid="ignore"):
+        found = found[found["ceiling_auroc_ci_low"].to_numpy(float) <= CHANCE_AUROC]
+    reasons = [f"ceiling AUROC {g.ceiling_auroc:.3f} [{g.ceiling_auroc_ci_low:.3f}, {g.ceiling_auroc_ci_high:.3f}] "
+               f"({g.ceiling_source}) does not exclude 0.5" for g in found.itertuples(index=False)]
+    return found.assign(reason=reasons)[MODELS + ["reason"]].reset_index(drop=True)
+
+
+def without_signal(regimes: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """`regimes` with every budget of a group `at_chance` made ``indeterminate``, reason "no signal: ...".
+    Why: with a student that cannot learn the task from all gold labels, any endpoint the paired test
+    separates is a 1-in-20 (Bonferroni-corrected) draw of noise, not a regime; and the rule then depends
+    on the ceiling alone, so an adaptive search that stops such a group early (`w2sweep.search`) gives
+    the grid's answer by construction."""
+    silent = at_chance(curves)
+    if silent.empty or regimes.empty:
+        return regimes
+    keys = pd.MultiIndex.from_frame(regimes[MODELS].astype(str))
+    reason = dict(zip(map(tuple, silent[MODELS].astype(str).to_numpy()), silent["reason"]))
+    hit = keys.isin(list(reason))
+    out = regimes.copy()
+    out.loc[hit, "regime"] = "indeterminate"
+    out.loc[hit, "reason"] = ["no signal: " + reason[k] for k in keys[hit]]
+    return out
+
+
 def no_signal(curves: pd.DataFrame) -> pd.DataFrame:
     """The (dataset, weak_supervisor, student) whose results show no signal, with the reason: the
     ceiling's AUROC interval includes 0.5 (or lies below it), or no point (any method, budget or
@@ -137,15 +167,14 @@ def no_signal(curves: pd.DataFrame) -> pd.DataFrame:
         beats = (points["accuracy_ci_low"] > majority + EPS).groupby(
             [points[m] for m in MODELS], observed=True).any().rename("beats_majority").reset_index()
     groups = groups.merge(beats, on=MODELS).merge(ceilings(points), on=MODELS, how="left")
+    chance = at_chance(points)
+    chance = dict(zip(map(tuple, chance[MODELS].astype(str).to_numpy()), chance["reason"]))
     reasons = []
     for g in groups.itertuples(index=False):
-        parts = []
-        if np.isfinite(g.ceiling_auroc_ci_low) and g.ceiling_auroc_ci_low <= CHANCE_AUROC:
-            parts.append(f"ceiling AUROC {g.ceiling_auroc:.3f} [{g.ceiling_auroc_ci_low:.3f}, "
-                         f"{g.ceiling_auroc_ci_high:.3f}] ({g.ceiling_source}) does not exclude 0.5")
+        parts = [chance.get(tuple(str(getattr(g, m)) for m in MODELS), "")]
         if np.isfinite(g.majority_rate) and not g.beats_majority:
             parts.append(f"no point's accuracy is significantly above the majority-class rate "
                          f"{g.majority_rate:.3f} (highest interval lower end: {g.best_accuracy_ci_low:.3f})")
-        reasons.append("; ".join(parts))
+        reasons.append("; ".join(filter(None, parts)))
     groups["reason"] = reasons
     return groups[groups["reason"] != ""].reset_index(drop=True)[columns]

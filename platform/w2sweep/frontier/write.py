@@ -18,7 +18,7 @@ from w2sweep.frontier.plots import plot_budget_table, plot_curves, plot_frontier
 from w2sweep.frontier.read import (Inputs, Results, default_gpus, inputs_digest, read_inputs, read_results,
                                    resolve_budgets, resolve_gpu_hour_price)
 from w2sweep.frontier import stats
-from w2sweep.frontier.gap import no_signal, pgr, with_shared_ceilings
+from w2sweep.frontier.gap import no_signal, pgr, with_shared_ceilings, without_signal
 from w2sweep.frontier.regimes import regimes
 from w2sweep.frontier.tables import (AXES, DEFAULT_GPU_HOUR_PRICE, GROUP, MODELS, add_dataset_groups,
                                      budget_points, budget_table, curves, numeric, pareto_frontier, recost,
@@ -70,8 +70,8 @@ def aggregate(results: pd.DataFrame, *, tolerance: float = 0.01, axis: str = "la
         curves=table,
         frontier=pareto_frontier(table, axis=axis, gpu_hour_price=gpu_hour_price,
                                  label_unit_price=label_unit_price, metric=metric),
-        regimes=regimes(table, tolerance=tolerance, confidence=confidence, metric=metric, results=rows,
-                        predictions=predictions, num_fractions=num_fractions),
+        regimes=without_signal(regimes(table, tolerance=tolerance, confidence=confidence, metric=metric,
+                                       results=rows, predictions=predictions, num_fractions=num_fractions), table),
         budget_points=points,
         budget_table=with_baselines(budget_table(points, metric=metric), table),
         pgr=pgr(table),

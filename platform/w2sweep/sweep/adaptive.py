@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from w2sweep.frontier import CEILING_METHOD, MODELS, at_chance, curves
 from w2sweep.grid import expand_cells
 from w2sweep.results import cell_key, read_cells
 from w2sweep.search import Observation, Options, choose
@@ -47,6 +48,20 @@ def observations(storage: Storage, sweep: str, cell_ids: list[str]) -> dict[str,
     return {c: found.get(c, Observation(math.nan)) for c in cell_ids}
 
 
+def ceilings_at_chance(storage: Storage, sweep: str, attempted: list) -> frozenset[tuple]:
+    """(dataset, weak supervisor, student) of the finished ceiling cells among `attempted` whose AUROC
+    interval does not exclude 0.5, by the frontier's own rule (`w2sweep.frontier.at_chance`): those
+    groups get no regime, so the search stops their units after the coarse round. From the result rows
+    (a one-seed ceiling's interval is its stored one, where the frontier bootstraps its predictions;
+    from two seeds on the two agree)."""
+    keys = [cell_key(sweep, c.cell_id) for c in attempted if c.method == CEILING_METHOD]
+    rows, _ = read_cells(storage, [k for k in keys if storage.exists(k)])
+    if rows.empty:
+        return frozenset()
+    found = at_chance(curves(rows))
+    return frozenset(map(tuple, found[MODELS].astype(str).to_numpy()))
+
+
 def run_adaptive(config, run_sweep, **run_options) -> AdaptiveReport:
     """Run `config`'s search: choose cells, run those without a result (`run_sweep(config, cells=...)`),
     read their results, choose again, until the search chooses nothing new or a round has a failed
@@ -56,13 +71,14 @@ def run_adaptive(config, run_sweep, **run_options) -> AdaptiveReport:
     cells = expand_cells(config)  # with `grids:`, their union: the search chooses within it
     options = Options.of(config.search_options)
     report = AdaptiveReport(num_cells=0, num_skipped=0, num_done=0, num_grid=len(cells))
-    attempted: list[str] = []
+    attempted: list = []  # cells chosen so far
     while True:
-        chosen = choose(cells, observations(storage, config.name, attempted), options,
-                        num_fractions=len(config.spending_fractions))
+        chosen = choose(cells, observations(storage, config.name, [c.cell_id for c in attempted]), options,
+                        num_fractions=len(config.spending_fractions),
+                        at_chance=ceilings_at_chance(storage, config.name, attempted))
         if not chosen:
             break
-        attempted += [c.cell_id for c in chosen]
+        attempted += chosen
         round_report = run_sweep(config, cells=chosen, **run_options)
         report.num_cells += round_report.num_cells
         report.num_skipped += round_report.num_skipped
