@@ -24,13 +24,8 @@ def _stand_in_runner(monkeypatch, config: dict, *, num_failed: int | None = None
             failed={i: "RuntimeError: CUDA out of memory" for i in ids[:num_failed]})
 
     monkeypatch.setattr(w2sweep.sweep, "run_sweep", run_sweep)
-    monkeypatch.setattr(w2sweep.sweep, "shutdown_in_background", lambda: _Joined())
+    monkeypatch.setattr(w2sweep.sweep, "shut_down", lambda: None)
     return ids
-
-
-class _Joined:
-    def join(self):
-        pass
 
 
 def test_a_run_in_which_every_cell_fails_prints_its_summary_and_exits_1(monkeypatch, tmp_path, write_config,

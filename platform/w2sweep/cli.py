@@ -98,7 +98,7 @@ def cmd_run(args) -> int:
     from w2sweep.config_checks import MAX_MESSAGE, clip
     from w2sweep.frontier import write_frontier
     from w2sweep.storage import Storage, StorageError
-    from w2sweep.sweep import ClusterError, run_sweep, shutdown_in_background
+    from w2sweep.sweep import ClusterError, run_sweep, shut_down
 
     try:  # wrong credentials, an unreachable endpoint, a missing bucket: one line, before any compute
         Storage.from_uri(config.storage).check()
@@ -109,20 +109,18 @@ def cmd_run(args) -> int:
         report = run_sweep(config, retry_failed=args.retry_failed)
     except ClusterError as e:  # no cluster at RAY_ADDRESS, or cells it can never hold: before any compute
         raise BadInput([clip(line, MAX_MESSAGE) for line in e.lines]) from None
-    closing = shutdown_in_background()  # Ray is not needed for the frontier
+    shut_down()  # Ray is not needed for the frontier
     storage = Storage.from_uri(config.storage)
     print_run_summary(config.name, report, storage)
     try:
         summary = write_frontier(storage, config.name, tolerance=args.tolerance)
     except Exception as e:  # noqa: BLE001 -- whatever breaks here, the cells ran: say so, in one line
-        closing.join()
         print(clip(frontier_failure(e, report), MAX_MESSAGE), file=sys.stderr)
         return EXIT_CELLS_FAILED
     print("frontier written:")
     for key in summary["keys"]:
         print(f"  {storage.url(key)}")
     _print_no_signal(summary)
-    closing.join()
     return EXIT_CELLS_FAILED if report.failed else 0
 
 

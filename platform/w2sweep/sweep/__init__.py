@@ -15,10 +15,10 @@ modules of the run path that import Ray.
 """
 
 from w2sweep.sweep.cluster import (ClusterError, _init_ray, _runtime_env, keep_credentials_out_of_runtime_envs,
-                                   shutdown_in_background, storage_env)
+                                   shut_down, storage_env)
 from w2sweep.sweep.prerequisites import prerequisites_to_compute
 from w2sweep.sweep.run import SweepReport, config_snapshot, run_cell, run_cell_on_workers, run_sweep, running_key
 
 __all__ = ["ClusterError", "SweepReport", "_init_ray", "_runtime_env", "config_snapshot",
            "keep_credentials_out_of_runtime_envs", "prerequisites_to_compute", "run_cell", "run_cell_on_workers",
-           "run_sweep", "running_key", "shutdown_in_background", "storage_env"]
+           "run_sweep", "running_key", "shut_down", "storage_env"]

@@ -5,12 +5,12 @@ through the object store instead of a runtime env that Ray would log.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
 import sys
 import tempfile
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from unittest.mock import patch
@@ -170,9 +170,13 @@ def _local_worker_env() -> dict[str, str]:
     return {**_WORKER_ENV, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
 
 
-def shutdown_in_background() -> threading.Thread:
-    """Disconnect from Ray, stopping the local cluster this process started, on a thread: the frontier
-    is written meanwhile instead of after it (a local cluster takes ~1.3 s to stop here)."""
-    thread = threading.Thread(target=ray.shutdown, name="ray-shutdown")
-    thread.start()
-    return thread
+def shut_down() -> None:
+    """Disconnect from Ray, stopping the local cluster this process started, before the frontier step.
+
+    Not on a thread beside the frontier: ray.shutdown destroys the core worker before it clears the
+    Python worker's handle to it, and a Ray object the main thread's garbage collector frees in that
+    window calls into the destroyed core worker, which ends the process at once with exit status 1
+    and no message (Ray's QuickExit). A 1,070-cell `w2sweep run` did that after its cells, with its
+    frontier unwritten. Unreachable Ray objects are collected first, while the core worker lives."""
+    gc.collect()
+    ray.shutdown()
