@@ -174,23 +174,30 @@ def test_a_round_with_a_failed_cell_ends_the_search(tmp_path):
     assert len(rounds) == 1 and len(report.failed) == 3 and report.num_rounds == 1
 
 
-def test_a_unit_whose_ceiling_is_at_chance_stops_after_the_coarse_round(tmp_path):
-    """The frontier gives a group whose ceiling is at chance no regime (`without_signal`), so its units
-    run the coarse round only; the other groups' units go on."""
+def test_a_unit_whose_ceiling_is_at_chance_adds_no_seeds(tmp_path):
+    """The frontier gives a group whose ceiling is at chance no regime (`without_signal`), so its units run
+    the coarse round and bracket the best on the coarse seeds, and never add a seed; other groups do."""
     fractions, seeds = [0.0, 0.25, 0.5, 0.75, 1.0], [0, 1, 2]
     options = Options(coarse_seeds=2)
-    observed = {(f, s): Observation(0.7 + 0.05 * f + 0.001 * s) for f in (0.0, 0.5, 1.0) for s in (0, 1)}
-    assert next_cells(fractions, seeds, observed, options).run  # with signal: it goes on
-    stop = next_cells(fractions, seeds, observed, options, at_chance=True)
-    assert stop.run == [] and stop.reason.startswith("no signal")
-    assert next_cells(fractions, seeds, {}, options, at_chance=True).reason == "coarse round"
+
+    def run(at_chance: bool) -> dict:
+        observed = {}
+        while decision := next_cells(fractions, seeds, observed, options, at_chance=at_chance).run:
+            observed.update({(f, s): Observation(0.7 + 0.05 * f - 0.1 * (f - 0.6) ** 2 + 0.001 * s)
+                             for f, s in decision})
+        return observed
+
+    silent, signal = run(True), run(False)
+    assert {s for _, s in silent} == {0, 1} and 2 in {s for _, s in signal}
+    assert {f for f, _ in silent} > {0.0, 0.5, 1.0}  # bracketed beyond the coarse round
+    assert next_cells(fractions, seeds, silent, options, at_chance=True).reason.startswith("no signal")
 
     config = parse_config(tiny(tmp_path, seeds=[0, 1, 2], budgets=[4, 16], search="adaptive",
                                search_options=dict(coarse_seeds=2)))
     cells = expand_cells(config)
-    silent = frozenset({(cells[0].dataset.name, "none", cells[0].student.label)})  # a shared ceiling's key
-    observed_ids: dict[str, Observation] = {}
-    while chosen := choose(cells, observed_ids, Options.of(config.search_options), at_chance=silent):
-        observed_ids.update({c.cell_id: Observation(0.7 + 0.05 * (c.spending_fraction or 0)) for c in chosen})
-    ran = [c for c in cells if c.cell_id in observed_ids and c.spending_fraction is not None]
-    assert {c.seed for c in ran} == {0, 1} and len({c.spending_fraction for c in ran if c.budget == 16}) <= 3
+    for at_chance, seeds_run in ((frozenset({(cells[0].dataset.name, "none", cells[0].student.label)}), {0, 1}),
+                                 (frozenset(), {0, 1, 2})):  # a shared ceiling's key; then no group at chance
+        observed_ids: dict[str, Observation] = {}
+        while chosen := choose(cells, observed_ids, Options.of(config.search_options), at_chance=at_chance):
+            observed_ids.update({c.cell_id: Observation(0.7 + 0.05 * (c.spending_fraction or 0)) for c in chosen})
+        assert {c.seed for c in cells if c.cell_id in observed_ids and c.spending_fraction is not None} == seeds_run

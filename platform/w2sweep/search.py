@@ -104,7 +104,8 @@ def next_cells(candidates: list[float], seeds: list[int], observed: dict[tuple[f
     (a failed one with NaN accuracy is never proposed again); `num_fractions`: the fractions the
     config asks for (None: the candidates), the Bonferroni family of the regime rule; `at_chance`:
     the unit's ceiling is at chance, so the frontier gives no regime whatever the cells show
-    (`w2sweep.frontier.without_signal`), and the coarse round is all it runs. New fractions
+    (`w2sweep.frontier.without_signal`): it runs the coarse round and brackets the best on the coarse
+    seeds (the curve a user reads), and never adds seeds to settle a regime. New fractions
     come first: seeds are added only once the bracket around the best is fully run, so no seed is
     spent on a fraction the best is about to leave. Last, the best, its adjacent candidates and both
     endpoints get every seed (the regime rests on their paired differences, which then have the grid's
@@ -117,8 +118,6 @@ def next_cells(candidates: list[float], seeds: list[int], observed: dict[tuple[f
     if todo:
         return Decision(todo[:left], None, "coarse round")
     best = _best(candidates, observed)
-    if at_chance:
-        return Decision([], best, "no signal: the ceiling's AUROC does not exclude 0.5")
     if best is None:
         return Decision([], None, "no result")
     ran = sorted({g for g, _ in observed})
@@ -126,6 +125,8 @@ def next_cells(candidates: list[float], seeds: list[int], observed: dict[tuple[f
     step = _bracket(candidates, ran, best, observed)
     if step:
         return Decision([(f, s) for f in step for s in seeds_of_best][:left], best, "bracketing the best")
+    if at_chance:
+        return Decision([], best, "no signal: the ceiling's AUROC does not exclude 0.5")
     at = candidates.index(best)
     neighbours = [candidates[i] for i in (at - 1, at + 1) if 0 <= i < len(candidates)]
     family = max(num_fractions or len(candidates), len(candidates))
@@ -243,7 +244,7 @@ def choose(cells: list, observed: dict[str, Observation], options: Options, *,
     sweep's `spending_fractions`, as `w2sweep frontier` takes it (None: each unit's own fractions;
     the same unless `grids:` picks fewer for a unit). `at_chance`: the (dataset, weak supervisor,
     student) whose ceiling is at chance (`w2sweep.frontier.at_chance`; a ceiling shared by every weak
-    supervisor under NO_WEAK_SUPERVISOR), whose units stop after the coarse round. Returns the chosen
+    supervisor under NO_WEAK_SUPERVISOR), whose units add no seeds (`next_cells`). Returns the chosen
     cells in grid order; [] when every unit is done."""
     units: dict[tuple, list] = {}
     fixed = []

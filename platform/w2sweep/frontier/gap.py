@@ -134,8 +134,8 @@ def without_signal(regimes: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     """`regimes` with every budget of a group `at_chance` made ``indeterminate``, reason "no signal: ...".
     Why: with a student that cannot learn the task from all gold labels, any endpoint the paired test
     separates is a 1-in-20 (Bonferroni-corrected) draw of noise, not a regime; and the rule then depends
-    on the ceiling alone, so an adaptive search that stops such a group early (`w2sweep.search`) gives
-    the grid's answer by construction."""
+    on the ceiling alone, so an adaptive search that spends no seeds on such a group's regime
+    (`w2sweep.search`) gives the grid's answer by construction."""
     silent = at_chance(curves)
     if silent.empty or regimes.empty:
         return regimes

@@ -51,7 +51,7 @@ def observations(storage: Storage, sweep: str, cell_ids: list[str]) -> dict[str,
 def ceilings_at_chance(storage: Storage, sweep: str, attempted: list) -> frozenset[tuple]:
     """(dataset, weak supervisor, student) of the finished ceiling cells among `attempted` whose AUROC
     interval does not exclude 0.5, by the frontier's own rule (`w2sweep.frontier.at_chance`): those
-    groups get no regime, so the search stops their units after the coarse round. From the result rows
+    groups get no regime, so the search adds no seeds to their units. From the result rows
     (a one-seed ceiling's interval is its stored one, where the frontier bootstraps its predictions;
     from two seeds on the two agree)."""
     keys = [cell_key(sweep, c.cell_id) for c in attempted if c.method == CEILING_METHOD]
