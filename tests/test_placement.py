@@ -114,3 +114,24 @@ def test_a_local_run_refuses_a_cell_this_machine_cannot_hold(tmp_path, write_con
         "cluster error: the local Ray cluster (no RAY_ADDRESS): student 'huge' asks 1 worker x {CPU: 1, GPU: 1024}: "
         "no node type holds one (largest: {CPU: "), lines
     assert nothing_written(storage)
+
+
+def test_each_trials_request_is_its_students_and_pickles_small(tmp_path):
+    """Tune pickles the per-trial resource function into the trainable's actor class, which every trial
+    process loads: it must not carry the cells (a closure over their JSON was 32 MiB at 10,000 cells)."""
+    from ray import cloudpickle
+
+    from w2sweep.config import parse_config
+    from w2sweep.grid import expand_cells
+    from w2sweep.sweep.run import _trial_resources
+
+    students = [dict(model="tiny-bert", name="one-cpu", epochs=1), dict(model="tiny-bert", name="three-cpus",
+                                                                      epochs=1, cpus_per_worker=3)]
+    config = parse_config(tiny_config(str(tmp_path / "store"), students=students, seeds=list(range(20))))
+    cells = expand_cells(config)
+    request = _trial_resources(cells, config.resources)
+    for cell in cells:
+        want = {"CPU": 3} if cell.student.label == "three-cpus" else {"CPU": 1}
+        assert request({"cell_id": cell.cell_id}).bundles == [want]
+    per_cell = len(cloudpickle.dumps(request)) / len(cells)
+    assert per_cell < 100, per_cell  # a cell id and a shared bundle; the cell's JSON is ~2 KB
