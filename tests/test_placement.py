@@ -135,3 +135,19 @@ def test_each_trials_request_is_its_students_and_pickles_small(tmp_path):
         assert request({"cell_id": cell.cell_id}).bundles == [want]
     per_cell = len(cloudpickle.dumps(request)) / len(cells)
     assert per_cell < 100, per_cell  # a cell id and a shared bundle; the cell's JSON is ~2 KB
+
+
+@pytest.mark.ray
+def test_the_cell_table_pickles_as_a_reference_and_reads_in_a_trial_process(local_ray):
+    """tune.with_parameters unpickles every parameter at every trial: the run's cells travel as one
+    ObjectRef, whatever their number, and a task reads them through it."""
+    import ray
+    from ray import cloudpickle
+
+    from w2sweep.sweep.run import SharedCells
+
+    cells = {f"{i:016x}": "x" * 2000 for i in range(5000)}  # ~10 MB of JSON
+    shared = SharedCells(cells)
+    assert len(cloudpickle.dumps(shared)) < 2000
+    assert ray.get(ray.remote(lambda table, key: table[key]).remote(shared, f"{4321:016x}")) == "x" * 2000
+    assert len(shared) == 5000 and shared[f"{7:016x}"] == cells[f"{7:016x}"]

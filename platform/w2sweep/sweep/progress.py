@@ -63,9 +63,12 @@ class ProgressObject:
                 "pending_trials": status["PENDING"], "cells": self.num_cells}
 
     def update(self, trials) -> None:
-        counts, now = self.counts(trials), time.monotonic()
+        now = time.monotonic()
         last, before = self.last
-        if now - last < (RECORD_ALIVE_SECONDS if counts == before else RECORD_SECONDS):
+        if now - last < RECORD_SECONDS:  # before counting: Tune steps many times a second, over every trial
+            return
+        counts = self.counts(trials)
+        if counts == before and now - last < RECORD_ALIVE_SECONDS:
             return
         self.last = (now, counts)
         try:
