@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import pandas as pd
+
 from w2sweep.frontier import CEILING_METHOD, MODELS, at_chance, curves
 from w2sweep.grid import expand_cells
 from w2sweep.results import cell_key, read_cells
@@ -35,30 +37,34 @@ class AdaptiveReport:
     num_rounds: int = 0  # rounds that had cells to train
 
 
-def observations(storage: Storage, sweep: str, cell_ids: list[str]) -> dict[str, Observation]:
+def attempted_results(storage: Storage, sweep: str, attempted: list) -> pd.DataFrame:
+    """The result rows of the cells in `attempted` that have one (read once per round)."""
+    keys = [cell_key(sweep, c.cell_id) for c in attempted]
+    rows, _ = read_cells(storage, [k for k in keys if storage.exists(k)])
+    return rows
+
+
+def observations(rows: pd.DataFrame, attempted: list) -> dict[str, Observation]:
     """cell id -> its result's accuracy and stored interval; NaN for a cell without a readable result
     (failed, or its result unreadable): attempted, so never chosen again in this run."""
-    rows, _ = read_cells(storage, [cell_key(sweep, c) for c in cell_ids if storage.exists(cell_key(sweep, c))])
     found = {}
     for row in rows.to_dict("records"):
         ok = row.get("status") == "ok"
         found[row["cell_id"]] = Observation(
             float(row["accuracy"]) if ok else math.nan,
             float(row.get("accuracy_ci_low") or math.nan), float(row.get("accuracy_ci_high") or math.nan))
-    return {c: found.get(c, Observation(math.nan)) for c in cell_ids}
+    return {c.cell_id: found.get(c.cell_id, Observation(math.nan)) for c in attempted}
 
 
-def ceilings_at_chance(storage: Storage, sweep: str, attempted: list) -> frozenset[tuple]:
-    """(dataset, weak supervisor, student) of the finished ceiling cells among `attempted` whose AUROC
+def ceilings_at_chance(rows: pd.DataFrame) -> frozenset[tuple]:
+    """(dataset, weak supervisor, student) of the finished ceiling cells among `rows` whose AUROC
     interval does not exclude 0.5, by the frontier's own rule (`w2sweep.frontier.at_chance`): those
     groups get no regime, so the search adds no seeds to their units. From the result rows
     (a one-seed ceiling's interval is its stored one, where the frontier bootstraps its predictions;
     from two seeds on the two agree)."""
-    keys = [cell_key(sweep, c.cell_id) for c in attempted if c.method == CEILING_METHOD]
-    rows, _ = read_cells(storage, [k for k in keys if storage.exists(k)])
     if rows.empty:
         return frozenset()
-    found = at_chance(curves(rows))
+    found = at_chance(curves(rows[rows["method"] == CEILING_METHOD]))
     return frozenset(map(tuple, found[MODELS].astype(str).to_numpy()))
 
 
@@ -73,9 +79,9 @@ def run_adaptive(config, run_sweep, **run_options) -> AdaptiveReport:
     report = AdaptiveReport(num_cells=0, num_skipped=0, num_done=0, num_grid=len(cells))
     attempted: list = []  # cells chosen so far
     while True:
-        chosen = choose(cells, observations(storage, config.name, [c.cell_id for c in attempted]), options,
-                        num_fractions=len(config.spending_fractions),
-                        at_chance=ceilings_at_chance(storage, config.name, attempted))
+        rows = attempted_results(storage, config.name, attempted)
+        chosen = choose(cells, observations(rows, attempted), options, num_fractions=len(config.spending_fractions),
+                        at_chance=ceilings_at_chance(rows))
         if not chosen:
             break
         attempted += chosen
