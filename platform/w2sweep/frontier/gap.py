@@ -130,6 +130,11 @@ def at_chance(curves: pd.DataFrame) -> pd.DataFrame:
     return found.assign(reason=reasons)[MODELS + ["reason"]].reset_index(drop=True)
 
 
+def _reason_by_group(found: pd.DataFrame) -> dict[tuple, str]:
+    """`at_chance`'s rows as {(dataset, weak_supervisor, student) as strings: reason}."""
+    return dict(zip(map(tuple, found[MODELS].astype(str).to_numpy()), found["reason"]))
+
+
 def without_signal(regimes: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     """`regimes` with every budget of a group `at_chance` made ``indeterminate``, reason "no signal: ...".
     Why: with a student that cannot learn the task from all gold labels, any endpoint the paired test
@@ -140,7 +145,7 @@ def without_signal(regimes: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     if silent.empty or regimes.empty:
         return regimes
     keys = pd.MultiIndex.from_frame(regimes[MODELS].astype(str))
-    reason = dict(zip(map(tuple, silent[MODELS].astype(str).to_numpy()), silent["reason"]))
+    reason = _reason_by_group(silent)
     hit = keys.isin(list(reason))
     out = regimes.copy()
     out.loc[hit, "regime"] = "indeterminate"
@@ -167,8 +172,7 @@ def no_signal(curves: pd.DataFrame) -> pd.DataFrame:
         beats = (points["accuracy_ci_low"] > majority + EPS).groupby(
             [points[m] for m in MODELS], observed=True).any().rename("beats_majority").reset_index()
     groups = groups.merge(beats, on=MODELS).merge(ceilings(points), on=MODELS, how="left")
-    chance = at_chance(points)
-    chance = dict(zip(map(tuple, chance[MODELS].astype(str).to_numpy()), chance["reason"]))
+    chance = _reason_by_group(at_chance(points))
     reasons = []
     for g in groups.itertuples(index=False):
         parts = [chance.get(tuple(str(getattr(g, m)) for m in MODELS), "")]
