@@ -121,6 +121,47 @@ def test_max_length_auto_keeps_99_percent_of_texts_whole_up_to_the_model_limit(t
     assert capped[0].student.max_length == 512
 
 
+def test_max_length_auto_sizes_fewshot_cells_for_their_prompts_and_leaves_other_cells_alone(tmp_path):
+    """A +fewshot cell reads each text after fewshot_k shots: `auto` keeps 99% of those prompts whole,
+    measured on prompts built as the cell builds them; the same student's plain cells keep the length
+    (and ids) they have without a +fewshot method in the sweep."""
+    from w2sweep.prompting import fewshot_prefix, prompt_text
+    from w2sweep.truncation import cut_share, token_lengths
+
+    students = [dict(model="tiny-qwen2", name="auto", max_length="auto")]
+    common = dict(students=students, budgets=[4], spending_fractions=[1])
+    both = expand_cells(parse_config(tiny_config(str(tmp_path), methods=["seq-sft", "seq-sft+fewshot"],
+                                                 method_options=dict(fewshot_k=3), **common)))
+    plain = expand_cells(parse_config(tiny_config(str(tmp_path), methods=["seq-sft"], **common)))
+    by_method = {c.method: c for c in both}
+    shown, bare = by_method["seq-sft+fewshot"], by_method["seq-sft"]
+    assert {c.cell_id for c in plain} == {bare.cell_id}
+    prompts = token_lengths(shown.dataset, shown.student, shots=3)
+    assert cut_share(prompts, shown.student.max_length) <= 0.01 < cut_share(prompts, shown.student.max_length - 1)
+    assert shown.student.max_length > 2 * bare.student.max_length  # 3 shots and the text, not the text alone
+    # The lengths measured are those of the prompts a cell shows (its shots are its stage's first labels).
+    from w2sweep.data import pools_for
+    from w2sweep.models import load_tokenizer
+
+    pool = pools_for(shown.dataset, 0).oracle
+    tokenizer = load_tokenizer("smollm2-135m")
+    cell_prompts = [prompt_text(fewshot_prefix(pool.texts[:3], pool.labels[:3]), t) for t in pool.texts[3:]]
+    cell_lengths = np.array([len(ids) for ids in tokenizer(cell_prompts)["input_ids"]])
+    assert cut_share(cell_lengths, shown.student.max_length) <= 0.05
+
+
+def test_validate_warns_when_max_length_cuts_the_fewshot_prompts(tmp_path, capsys):
+    config = tiny_config(str(tmp_path / "store"), methods=["seq-sft", "seq-sft+fewshot"], budgets=[4],
+                         spending_fractions=[1], method_options=dict(fewshot_k=4),
+                         students=[dict(model="tiny-qwen2", name="lm", max_length=32)])
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    assert main(["validate", str(tmp_path / "c.yaml")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    (line,) = [e for e in err if "(+fewshot" in e]  # a line for the prompts, beside any for the bare texts
+    assert line.startswith("warning: dataset 'synthetic-sentiment', student 'lm' (+fewshot, 4 shots): max_length 32 cuts ")
+    assert "of its 4-shot prompts (above 5%); a cut prompt loses its first shots" in line
+
+
 def _prompt_config(tmp_path, budgets, max_length=512):
     return tiny_config(str(tmp_path / "store"), methods=["fewshot-prompt"], budgets=budgets,
                        spending_fractions=[0], students=[dict(model="tiny-qwen2", name="lm", max_length=max_length)])

@@ -28,7 +28,7 @@ from w2sweep.results import NO_WEAK_SUPERVISOR, RESULT_SCHEMA_VERSION
 from w2sweep.storage import Storage
 from w2sweep.subgrids import sub_configs, subgrid_problems
 from w2sweep.shots import check_prompts_fit
-from w2sweep.truncation import resolve_auto
+from w2sweep.truncation import resolve_auto, shots_shown
 from w2sweep.weak import ensure_weak_labels, weak_labels_key, weak_source_name
 from w2sweep.weak import object_key as weak_object_key
 
@@ -218,11 +218,12 @@ def _product_cells(config: SweepConfig) -> list[Cell]:
         # max_length: auto becomes this dataset's length here, before any id is hashed (w2sweep.truncation)
         weaks = [None] if dataset.weak_label is not None else [resolve_auto(w, dataset) for w in config.weak_supervisors]
         for weak in weaks:
-            for student in (resolve_auto(s, dataset) for s in config.students):
+            for configured in config.students:
                 for method in methods:
-                    if not parse_method(method).train and is_encoder(student.model):
+                    if not parse_method(method).train and is_encoder(configured.model):
                         continue
                     options = method_options_for(parse_method(method), config.method_options)
+                    student = resolve_auto(configured, dataset, shots_shown(method, config.method_options))
                     for budget, f, n_weak, n_oracle in budget_splits(config, method):
                         for seed in config.seeds:
                             cell = resolve_cell(config.name, dataset, weak, student, method, budget, f,

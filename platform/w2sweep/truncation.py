@@ -9,6 +9,12 @@ model with ``max_length: auto`` gets, per dataset, the smallest length that keep
 texts whole, capped at the model's own limit (`resolve_auto_lengths`). The resolved integer is what
 the cell's student spec holds and its id hashes; configs without ``auto`` keep their ids.
 
+A trained ``+fewshot`` method shows each text after a prefix of `fewshot_k` shots
+(`w2sweep.prompting`), several times the text's own length: its cells measure, and ``auto`` sizes for,
+those prompts (`shots`), not the bare texts, so that a prompt does not lose the shots its cell paid
+for (prompts are cut from the left). Its cells get their own length; the same student's cells without
+a prompt keep theirs, and their ids.
+
 The texts measured are the pools of seed 0 (every pool: what the cells read); they are a sample of
 the same task for every seed, and a length that depended on the seed would split one student into
 one spec per seed.
@@ -26,7 +32,9 @@ import numpy as np
 
 from w2sweep.config import DatasetSpec, ModelSpec
 from w2sweep.data import pools_for
+from w2sweep.methods import CEILING, method_options_for, parse_method
 from w2sweep.models import TINY, ModelError, default_tokenizer, model_kind, resolve_settings
+from w2sweep.prompting import fewshot_prefix, prompt_text
 
 AUTO_KEEP = 0.99  # max_length: auto keeps at least this share of texts whole
 WARN_SHARE = 0.05  # validate warns above this share of texts cut
@@ -38,13 +46,35 @@ def tokenizer_ref(spec: ModelSpec) -> str:
     return spec.tokenizer or default_tokenizer(spec.model)
 
 
+def shots_shown(method: str, method_options) -> int:
+    """Shots before every text `method`'s student reads: `fewshot_k` for a trained +fewshot method, 0
+    otherwise (fewshot-prompt's prompts are fitted to max_length by `w2sweep.shots`)."""
+    return method_options_for(parse_method(method), method_options).get("fewshot_k", 0)
+
+
+def _prompts(texts: list[str], labels: np.ndarray, shots: int) -> list[str]:
+    """Each text after `shots` shots drawn at random from the others (a fixed draw): the prompts'
+    lengths, not the shots themselves, are what is measured; a cell's shots are its stage's first
+    labels, another draw from the same pools."""
+    rng = np.random.default_rng(0)
+    prompts = []
+    for i, text in enumerate(texts):
+        chosen = rng.choice(len(texts) - 1, size=min(shots, len(texts) - 1), replace=False)
+        chosen = chosen + (chosen >= i)  # never the text itself
+        prompts.append(prompt_text(fewshot_prefix([texts[j] for j in chosen], labels[chosen]), text))
+    return prompts
+
+
 @functools.lru_cache(maxsize=64)
-def _lengths(dataset_json: str, ref: str, trust_remote_code: bool) -> np.ndarray:
+def _lengths(dataset_json: str, ref: str, trust_remote_code: bool, shots: int) -> np.ndarray:
     from w2sweep.models import load_tokenizer
 
     dataset = DatasetSpec.model_validate(json.loads(dataset_json))
     pools = pools_for(dataset, 0)
     texts = [t for name in _POOLS for t in getattr(pools, name).texts]
+    if shots:
+        labels = np.concatenate([getattr(pools, name).labels for name in _POOLS])
+        texts = _prompts(texts, labels, shots)
     try:
         tokenizer = load_tokenizer(ref, trust_remote_code=trust_remote_code)
     except OSError as e:  # a hub tokenizer that is not cached offline, a broken local folder
@@ -53,11 +83,12 @@ def _lengths(dataset_json: str, ref: str, trust_remote_code: bool) -> np.ndarray
     return np.array([len(i) for i in ids], dtype=np.int64)
 
 
-def token_lengths(dataset: DatasetSpec, spec: ModelSpec) -> np.ndarray:
+def token_lengths(dataset: DatasetSpec, spec: ModelSpec, shots: int = 0) -> np.ndarray:
     """Tokens of every pool text of `dataset` (seed 0) as `spec`'s tokenizer reads it, special tokens
-    included, shape [N]. Cached per (dataset, tokenizer) for the process."""
+    included, shape [N]; with `shots`, of each text's +fewshot prompt. Cached per (dataset, tokenizer,
+    shots) for the process."""
     return _lengths(json.dumps(dataset.model_dump(mode="json"), sort_keys=True), tokenizer_ref(spec),
-                    spec.trust_remote_code)
+                    spec.trust_remote_code, shots)
 
 
 def cut_share(lengths: np.ndarray, max_length: int) -> float:
@@ -97,40 +128,58 @@ def auto_length(lengths: np.ndarray, limit: int | None) -> int:
     return int(min(keep, limit) if limit else keep)
 
 
-def resolve_auto(spec: ModelSpec, dataset: DatasetSpec) -> ModelSpec:
-    """`spec` with ``max_length: auto`` replaced by its length for `dataset`; `spec` itself otherwise
-    (so configs without ``auto`` keep their cell ids)."""
+def resolve_auto(spec: ModelSpec, dataset: DatasetSpec, shots: int = 0) -> ModelSpec:
+    """`spec` with ``max_length: auto`` replaced by its length for `dataset` (for prompts of `shots`
+    shots, see `token_lengths`); `spec` itself otherwise (so configs without ``auto`` keep their cell
+    ids)."""
     if spec.max_length != "auto":
         return spec
-    length = auto_length(token_lengths(dataset, spec), model_limit(spec))
+    length = auto_length(token_lengths(dataset, spec, shots), model_limit(spec))
     return spec.model_copy(update=dict(max_length=length))
 
 
+def readers(config):
+    """(dataset, role, spec, shots) for each way a model reads a dataset's texts in `config`'s cells:
+    every weak supervisor of a dataset without a weak-label column, and every student of a (sub-)grid
+    with each number of shots its methods show (`shots_shown`), once each, in the config's order.
+    `config` is a resolved `SweepConfig`; specs keep ``max_length: auto`` unresolved."""
+    from w2sweep.subgrids import sub_configs
+
+    seen = set()
+    for sub in sub_configs(config):
+        shots = sorted({0 if m == CEILING else shots_shown(m, sub.method_options) for m in sub.methods})
+        for dataset in sub.datasets:
+            weaks = [] if dataset.weak_label is not None else sub.weak_supervisors
+            found = [(dataset, "weak supervisor", w, 0) for w in weaks]
+            found += [(dataset, "student", s, k) for s in sub.students for k in shots]
+            for reader in found:
+                key = (dataset.name, reader[1], reader[2].label, reader[3])
+                if key not in seen:
+                    seen.add(key)
+                    yield reader
+
+
 def truncation_report(config) -> tuple[list[str], list[str]]:
-    """(notes, warnings) for `w2sweep validate`: a note per (dataset, model) whose ``max_length: auto``
-    was resolved (stdout), and a warning per (dataset, model) whose `max_length` cuts more than
-    `WARN_SHARE` of the dataset's texts (stderr). `config` is a resolved `SweepConfig`."""
-    notes, lines, seen = [], [], set()
-    for dataset in config.datasets:
-        weaks = [] if dataset.weak_label is not None else config.weak_supervisors
-        for role, spec in [("weak supervisor", w) for w in weaks] + [("student", s) for s in config.students]:
-            auto = spec.max_length == "auto"
-            spec = resolve_auto(spec, dataset)
-            max_length = resolve_settings(spec).max_length
-            key = (dataset.name, role, spec.label, max_length)
-            if key in seen:
-                continue
-            seen.add(key)
-            try:
-                share = cut_share(token_lengths(dataset, spec), max_length)
-            except ModelError as e:
-                lines.append(f"warning: dataset {dataset.name!r}, {role} {spec.label!r}: truncation not checked ({e})")
-                continue
-            if auto:
-                notes.append(f"max_length auto: dataset {dataset.name!r}, {role} {spec.label!r}: {max_length} "
-                             f"(cuts {share:.1%} of texts)")
-            if share > WARN_SHARE:
-                lines.append(f"warning: dataset {dataset.name!r}, {role} {spec.label!r}: max_length {max_length} "
-                             f"cuts {share:.1%} of texts (above {WARN_SHARE:.0%}); raise max_length or set "
-                             "max_length: auto")
+    """(notes, warnings) for `w2sweep validate`: a note per (dataset, model, shots) whose ``max_length:
+    auto`` was resolved (stdout), and a warning per (dataset, model, shots) whose `max_length` cuts more
+    than `WARN_SHARE` of the texts, or +fewshot prompts, it reads (stderr). `config` is a resolved
+    `SweepConfig`."""
+    notes, lines = [], []
+    for dataset, role, spec, shots in readers(config):
+        auto = spec.max_length == "auto"
+        spec = resolve_auto(spec, dataset, shots)
+        max_length = resolve_settings(spec).max_length
+        reader = f"dataset {dataset.name!r}, {role} {spec.label!r}" + (f" (+fewshot, {shots} shots)" if shots else "")
+        what = f"its {shots}-shot prompts" if shots else "texts"
+        try:
+            share = cut_share(token_lengths(dataset, spec, shots), max_length)
+        except ModelError as e:
+            lines.append(f"warning: {reader}: truncation not checked ({e})")
+            continue
+        if auto:
+            notes.append(f"max_length auto: {reader}: {max_length} (cuts {share:.1%} of {what})")
+        if share > WARN_SHARE:
+            cut = "; a cut prompt loses its first shots" if shots else ""
+            lines.append(f"warning: {reader}: max_length {max_length} cuts {share:.1%} of {what} (above "
+                         f"{WARN_SHARE:.0%}){cut}; raise max_length or set max_length: auto")
     return notes, lines

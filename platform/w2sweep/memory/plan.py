@@ -20,13 +20,16 @@ def budget_gb(spec: ModelSpec, config: SweepConfig) -> float | None:
 
 
 def at_longest(spec: ModelSpec, config: SweepConfig) -> ModelSpec:
-    """`spec` with ``max_length: auto`` replaced by its longest length over the sweep's datasets (it is
-    resolved per dataset when cells are made): memory is planned for the longest texts a worker sees."""
+    """`spec` with ``max_length: auto`` replaced by its longest length over what its cells read (it is
+    resolved per dataset, and for +fewshot prompts, when cells are made): memory is planned for the
+    longest texts a worker sees."""
     if spec.max_length != "auto":
         return spec
-    from w2sweep.truncation import resolve_auto
+    from w2sweep.truncation import readers, resolve_auto
 
-    return max((resolve_auto(spec, d) for d in config.datasets), key=lambda s: s.max_length)
+    resolved = [resolve_auto(spec, dataset, shots) for dataset, role, reader, shots in readers(config)
+                if role == "student" and reader.label == spec.label]
+    return max(resolved, key=lambda s: s.max_length, default=spec)
 
 
 def student_layout(spec: ModelSpec, num_workers: int | None = None) -> Layout:
