@@ -81,6 +81,20 @@ def test_the_sweep_wide_budget_applies_and_the_students_own_wins():
     assert plan_memory(roomy) is roomy
 
 
+def test_a_student_that_is_only_prompted_is_not_planned_as_a_training_worker(write_config, capsys):
+    """fewshot-prompt never trains its student: a training worker's estimate (8,192 tokens, full mode)
+    would refuse it under any GPU; the same student with a trained method is still refused."""
+    prompted = dict(model="tiny-qwen2", name="lm", max_length=4096, gpu_memory_gb=0.05)
+    config = tiny_config("unused", methods=["fewshot-prompt"], budgets=[0.4], spending_fractions=[1],
+                         students=[prompted])
+    assert main(["validate", str(write_config(config))]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].split()[:3] == ["lm", "prompt", "1"] and "not planned: prompted, never trained" in out[-1]
+    trained = dict(config, methods=["fewshot-prompt", "seq-sft"])
+    assert main(["validate", str(write_config(trained))]) == 2
+    assert capsys.readouterr().err.startswith("config error: students.0: 'lm': needs ~")
+
+
 def test_no_budget_no_check():
     config = _tiny(max_length=512, batch_size=32)
     assert plan_memory(config) is config

@@ -32,6 +32,16 @@ def at_longest(spec: ModelSpec, config: SweepConfig) -> ModelSpec:
     return max(resolved, key=lambda s: s.max_length, default=spec)
 
 
+def prompts_only(spec: ModelSpec, config: SweepConfig) -> bool:
+    """Whether every cell of `spec` prompts it without training (fewshot-prompt, and no ceiling): the
+    estimate is a training worker's, which such a student never runs, so it is not planned."""
+    from w2sweep.methods import CEILING, parse_method
+    from w2sweep.subgrids import sub_configs
+
+    return not any(sub.ceiling or any(m == CEILING or parse_method(m).train for m in sub.methods)
+                   for sub in sub_configs(config) if any(s.label == spec.label for s in sub.students))
+
+
 def student_layout(spec: ModelSpec, num_workers: int | None = None) -> Layout:
     """`spec`'s Layout with `num_workers` (default: its own, which must be a number)."""
     return layout_of(spec, resolve_settings(spec), num_workers)
@@ -128,6 +138,9 @@ def plan_memory(config: SweepConfig) -> SweepConfig:
     lines, students = [], []
     for i, given in enumerate(config.students):
         budget = budget_gb(given, config)
+        if prompts_only(given, config):
+            students.append(given if given.num_workers != AUTO else given.model_copy(update=dict(num_workers=1)))
+            continue
         if budget is None and given.num_workers != AUTO:
             students.append(given)
             continue
@@ -161,6 +174,9 @@ def memory_table(config: SweepConfig) -> list[str]:
 
     rows = [("student", "mode", "workers", "ZeRO", "GB/worker", "budget GB")]
     for spec in (at_longest(s, config) for s in config.students):
+        if prompts_only(spec, config):
+            rows.append((spec.label, "prompt", "1", "-", "not planned: prompted, never trained", "-"))
+            continue
         layout = student_layout(spec)
         zero = "-" if layout.num_workers == 1 else f"{layout.zero_stage}" + ("+offload" if layout.offload else "")
         try:
