@@ -18,10 +18,17 @@ def test_the_subsets_config_holds_every_cell_of_the_results_config(monkeypatch):
     monkeypatch.chdir(CONFIGS.parents[1])  # the data paths are relative to the repository root
     grid = {c.cell_id: c for c in expand_cells(load_config(CONFIGS / "results.yaml"))}
     more = {c.cell_id: c for c in expand_cells(load_config(CONFIGS / "results-subsets.yaml"))}
-    assert len(grid) == 875 and set(grid) <= set(more)
+    assert len(grid) == 920 and set(grid) <= set(more)
+    assert {c.budget for c in grid.values() if c.dataset.name == "sst2-52k" and c.method != "ceiling"} == {4096}
     added = [more[i] for i in set(more) - set(grid)]
-    assert sorted({(c.student.label, c.method) for c in added}) == [("minilm-l6-full", "seq-sft"),
-                                                                    ("smollm2-135m", "fewshot-prompt")]
+    assert sorted({(c.student.label, c.method) for c in added}) == [
+        ("minilm-l6-full", "seq-sft"), ("smollm2-135m", "fewshot-prompt"),
+        ("smollm2-135m-lora", "seq-sft"), ("smollm2-135m-lora", "seq-sft+fewshot")]
+    assert all(len({c.seed for c in added if c.student.label == s}) == 5 for s in ("minilm-l6-full", "smollm2-135m-lora"))
+    # A +fewshot cell reads 4 shots before each text: its max_length is its prompts', not the bare texts'.
+    lora = {c.method: c.student.max_length for c in added if c.student.label == "smollm2-135m-lora"}
+    assert lora["seq-sft+fewshot"] > 2 * lora["seq-sft"]
+    assert len([c for c in added if c.method == "seq-sft+fewshot"]) == 5  # f = 1 only (f = 0: ~35 min a cell)
     assert all(c.features_key is not None for c in grid.values() if c.method != "fewshot-prompt")  # head-only
 
 
