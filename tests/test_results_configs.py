@@ -18,7 +18,7 @@ def test_the_subsets_config_holds_every_cell_of_the_results_config(monkeypatch):
     monkeypatch.chdir(CONFIGS.parents[1])  # the data paths are relative to the repository root
     grid = {c.cell_id: c for c in expand_cells(load_config(CONFIGS / "results.yaml"))}
     more = {c.cell_id: c for c in expand_cells(load_config(CONFIGS / "results-subsets.yaml"))}
-    assert len(grid) == 920 and set(grid) <= set(more)
+    assert len(grid) == 1005 and set(grid) <= set(more)
     assert {c.budget for c in grid.values() if c.dataset.name == "sst2-52k" and c.method != "ceiling"} == {4096}
     added = [more[i] for i in set(more) - set(grid)]
     assert sorted({(c.student.label, c.method) for c in added}) == [
