@@ -157,3 +157,33 @@ def test_trials_starting_together_compute_each_prerequisite_once(tmp_path, local
 
     assert rerun.num_skipped == 6
     assert sorted(Path(calls).read_text().split()) == ["compute_features", "train_weak_supervisor"]
+
+
+def test_a_sweep_hands_tune_its_cells_in_start_order(tmp_path, local_ray, monkeypatch, capsys):
+    """The cells reach Tune in `start_order`: the first two compute all four missing keys side by side,
+    where the grid's first two would share one feature pass (tests/test_no_repeated_work.py)."""
+    import w2sweep.sweep.run as run
+    from w2sweep.config import parse_config
+    from w2sweep.grid import expand_cells
+    from w2sweep.storage import Storage
+    from w2sweep.sweep import prerequisites_to_compute, run_sweep
+    from w2sweep.sweep.prerequisites import start_order
+
+    class Handed(Exception):
+        pass
+
+    handed = []
+
+    def tuner(config, storage, todo, trainable, progress):
+        handed.extend(c.cell_id for c in run._largest_first(todo, config.resources))
+        raise Handed
+
+    monkeypatch.setattr(run, "_tuner", tuner)
+    config = parse_config(tiny_config(str(tmp_path / "store"), budgets=[16], spending_fractions=[0, 1], seeds=[0, 1],
+                                      students=[dict(model="minilm-l6", name="a", mode="head", max_length=16),
+                                                dict(model="minilm-l6", name="b", mode="head", max_length=24)]))
+    cells = expand_cells(config)
+    missing = {need.key for need in prerequisites_to_compute(Storage.from_uri(config.storage), cells)}
+    with capsys.disabled(), pytest.raises(Handed):
+        run_sweep(config)
+    assert handed == [c.cell_id for c in start_order(cells, missing)] != [c.cell_id for c in cells]

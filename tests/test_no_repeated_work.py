@@ -302,3 +302,34 @@ def test_a_pretrained_body_has_one_features_key_for_every_seed_and_pool_size(tmp
                             pad_token_id=tokenizer.pad_token_id)
         np.testing.assert_allclose(picked[name], direct, rtol=1e-4, atol=1e-5)
     assert len(picked["oracle"]) == 96 and np.ptp(picked["test"]) > 0
+
+
+def test_the_first_trials_compute_different_missing_prerequisites_side_by_side(tmp_path):
+    """A trial waits on its slot for a key another trial computes, so the run starts first the cells whose
+    missing keys no earlier one computes, then the cells that need nothing missing, then the rest."""
+    from w2sweep.sweep.prerequisites import start_order
+
+    students = [dict(model="minilm-l6", name="a", mode="head", epochs=2, max_length=16),
+                dict(model="minilm-l6", name="b", mode="head", epochs=2, max_length=24)]
+    config = _small(str(tmp_path / "store"), students=students, seeds=[0, 1])
+    storage = Storage.from_uri(config.storage)
+    cells = expand_cells(config)
+    keys = {c.cell_id: {need.key for need in c.prerequisites} for c in cells}
+    missing = {need.key for need in prerequisites_to_compute(storage, cells)}
+    assert len(missing) == 4  # weak labels of 2 seeds; one features key per student (a pretrained body)
+    assert keys[cells[0].cell_id] & keys[cells[1].cell_id]  # grid order: the second waits for the first
+    order = start_order(cells, missing)
+    assert sorted(c.cell_id for c in order) == sorted(c.cell_id for c in cells)
+    first, second = (keys[c.cell_id] for c in order[:2])
+    assert not first & second and first | second == missing  # two trials compute all four keys
+    assert order[2:] == [c for c in cells if c not in order[:2]]  # the rest keep grid order
+
+    # With some keys stored: the cells that need nothing missing run before those that would wait.
+    for key in {k for c in cells if c.student.label == "a" for k in keys[c.cell_id]}:
+        storage.write_bytes(key, b"stored")  # both seeds' weak labels and student a's features
+    missing = {need.key for need in prerequisites_to_compute(storage, cells)}
+    assert len(missing) == 1  # student b's features
+    order = start_order(cells, missing)
+    ready = [c for c in cells if c.student.label == "a"]
+    assert order[0].student.label == "b" and order[1:1 + len(ready)] == ready
+    assert start_order(cells, set()) == cells  # a re-run: nothing missing, grid order

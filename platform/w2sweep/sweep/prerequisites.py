@@ -22,10 +22,30 @@ def prerequisites_to_compute(storage: Storage, cells: list[Cell]) -> list[Prereq
     return [need for key, need in by_key.items() if not storage.exists(key)]
 
 
-def start_claims(storage: Storage, cells: list[Cell]) -> ray.actor.ActorHandle | None:
-    """The claims actor of a run whose `cells` read keys that are not stored yet; None if every key is
-    stored (a re-run: each cell then only looks its keys up)."""
-    return Claims.remote() if prerequisites_to_compute(storage, cells) else None
+def start_claims(missing: set[str]) -> ray.actor.ActorHandle | None:
+    """The claims actor of a run whose cells read `missing` keys, not stored yet; None if there are none
+    (a re-run: each cell then only looks its keys up)."""
+    return Claims.remote() if missing else None
+
+
+def start_order(cells: list[Cell], missing: set[str]) -> list[Cell]:
+    """`cells` in the order their trials should start. A trial whose prerequisite another trial is
+    computing waits for it on its slot, so two cells of one feature pass started side by side leave a
+    core idle for the whole pass (a 35-minute SmolLM2 pass over BoolQ did). First, then, the cells
+    that compute missing keys no earlier one computes (their missing keys pairwise disjoint: every
+    one computes, none waits); then the cells that need nothing missing (they run at once); then the
+    rest. Grid order within each; nothing changes when nothing is missing."""
+    first, ready, rest, covered = [], [], [], set()
+    for cell in cells:
+        keys = {need.key for need in cell.prerequisites} & missing
+        if not keys:
+            ready.append(cell)
+        elif keys.isdisjoint(covered):
+            first.append(cell)
+            covered |= keys
+        else:
+            rest.append(cell)
+    return first + ready + rest
 
 
 def trial_claims(actor: ray.actor.ActorHandle | None) -> KeyClaims:

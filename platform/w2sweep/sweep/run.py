@@ -24,7 +24,7 @@ from w2sweep.grid import Cell, expand_cells, uses_ray_train, worker_resources
 from w2sweep.results import cell_key
 from w2sweep.storage import Storage
 from w2sweep.sweep.cluster import ClusterError, _init_ray, keep_credentials_out_of_runtime_envs, storage_env
-from w2sweep.sweep.prerequisites import start_claims, stop_claims, trial_claims
+from w2sweep.sweep.prerequisites import prerequisites_to_compute, start_claims, start_order, stop_claims, trial_claims
 from w2sweep.sweep.heartbeat import Heartbeat
 from w2sweep.sweep.logs import announce, ray_logs_in_file, run_log_path
 from w2sweep.sweep.placement import refuse_unplaceable
@@ -181,7 +181,8 @@ def _max_concurrent_cells(todo: list[Cell], default: Resources) -> int | None:
 
 
 def _largest_first(todo: list[Cell], default: Resources) -> list[Cell]:
-    """Cells in the order Tune starts them: most GPUs (then CPUs) per cell first, grid order within.
+    """Cells in the order Tune starts them: most GPUs (then CPUs) per cell first, in `todo`'s order
+    within (`start_order`'s).
     The trials of big (Ray Train) cells then start first, and their processes are up and waiting for
     workers when GPUs come free, instead of starting cold after the last small cell while the GPUs
     idle (bench/packing.py, 24 one-GPU + 8 four-GPU cells on 2 x 4 GPUs: GPU allocation while cells
@@ -237,7 +238,9 @@ def run_sweep(config: SweepConfig, *, cells: list[Cell] | None = None, retry_fai
         announce(log_path)
         storage.write_bytes(layout.sweep_yaml(config.name), config_snapshot(config))
         keep_credentials_out_of_runtime_envs()
-        claims = start_claims(storage, todo)
+        missing = {need.key for need in prerequisites_to_compute(storage, todo)}
+        claims = start_claims(missing)
+        todo = start_order(todo, missing)
         progress = Progress(total=len(cells), initial=report.num_skipped, cells=cells, todo=todo,
                             resources=config.resources, storage=storage)
         trainable = tune.with_parameters(
