@@ -51,8 +51,9 @@ reproduce-results: $(STAMP)
 	@date -u +"end %H:%M:%S UTC"
 	@echo "frontier: $(RESULTS_SWEEP)/frontier (compare with docs/results/)"
 
-# The cells of docs/results/ that run a body at every step (fewshot-prompt, full fine-tuning): the same sweep,
-# after reproduce-results (its head-only cells are reused; ~30 min more on 2 cores).
+# The cells of docs/results/ that run a body at every step (fewshot-prompt, MiniLM full fine-tuning, SmolLM2
+# LoRA with and without +fewshot): the same sweep, after reproduce-results (its head-only cells are reused;
+# 35 cells, ~75 min more on 2 cores, most of it the 15 LoRA cells).
 reproduce-results-subsets: $(STAMP)
 	$(BIN)/w2sweep validate jobs/configs/results-subsets.yaml
 	@date -u +"start %H:%M:%S UTC"

@@ -2,13 +2,16 @@
 
     python docs/results/answers.py docs/results     # prints markdown
 
-Nothing is recomputed: every number is a cell of curves.csv, regimes.csv, pgr.csv or no_signal.csv
-(95% intervals as the frontier wrote them)."""
+Every number is a cell of curves.csv, regimes.csv, pgr.csv or no_signal.csv (95% intervals as the
+frontier wrote them), except the paired differences between two students or methods, which are
+t-intervals over the seeds both ran (scipy's ttest_rel) on the per-cell rows of results.parquet: the
+same seed means the same pools, so the same test examples."""
 
 import sys
 from pathlib import Path
 
 import pandas as pd
+from scipy import stats
 
 
 def ci(mean, low, high, digits=3):
@@ -56,8 +59,9 @@ def regimes_table(regimes: pd.DataFrame) -> None:
         d0 = ci(r.best_accuracy - r.accuracy_at_0, r.diff_0_low, r.diff_0_high) if pd.notna(r.accuracy_at_0) else "–"
         d1 = ci(r.best_accuracy - r.accuracy_at_1, r.diff_1_low, r.diff_1_high) if pd.notna(r.accuracy_at_1) else "–"
         reason = "" if pd.isna(r.reason) else r.reason
+        at_0, at_1 = (ci(value, None, None) for value in (r.accuracy_at_0, r.accuracy_at_1))  # "–" where not run
         print(f"| {r.dataset} | {r.student} | {r.method} | {r.budget:g} | {r.best_fraction:g} | {r.best_accuracy:.3f} | "
-              f"{r.accuracy_at_0:.3f} | {r.accuracy_at_1:.3f} | {d0} | {d1} | {r.regime} | {reason} |")
+              f"{at_0} | {at_1} | {d0} | {d1} | {r.regime} | {reason} |")
 
 
 def small_budget_methods(curves: pd.DataFrame, budget: float = 16) -> None:
@@ -71,6 +75,41 @@ def small_budget_methods(curves: pd.DataFrame, budget: float = 16) -> None:
     for r in at.sort_values(["dataset", "spending_fraction", "student", "method"]).itertuples():
         print(f"| {r.dataset} | {r.student} | {r.method} | {r.spending_fraction:g} | {r.n_weak} | {r.n_oracle} | "
               f"{r.num_seeds} | {acc(r)} | {auroc(r)} | {r.majority_rate:.3f} |")
+
+
+# (student, method) pairs compared at budget 16 on SST-2: (A, B, what A - B asks)
+PAIRS = [
+    (("smollm2-135m-lora", "seq-sft+fewshot"), ("smollm2-135m-lora", "seq-sft"), "4 of the labels as shots in the prompt, in training and test"),
+    (("smollm2-135m", "fewshot-prompt"), ("smollm2-135m-probe", "seq-sft"), "every label a shot, no training, against a probe on the same labels"),
+    (("smollm2-135m-lora", "seq-sft"), ("smollm2-135m-probe", "seq-sft"), "LoRA against a linear probe"),
+    (("minilm-l6-full", "seq-sft"), ("minilm-l6-probe", "seq-sft"), "full fine-tuning against a linear probe"),
+]
+
+
+def paired(a: pd.Series, b: pd.Series) -> str:
+    """mean of a - b over their common seeds, with the t-interval of the paired differences."""
+    both = pd.concat([a, b], axis=1, join="inner").dropna()
+    diff = both.iloc[:, 0] - both.iloc[:, 1]
+    if len(diff) < 2:
+        return "–"
+    low, high = stats.ttest_rel(both.iloc[:, 0], both.iloc[:, 1]).confidence_interval(0.95)
+    return f"{diff.mean():+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def method_differences(results: pd.DataFrame, dataset: str = "sst2-4k", budget: float = 16) -> None:
+    print(f"\n### Paired differences at budget {budget:g} on {dataset} (same seeds, same test examples)\n")
+    print("| A | B | what A − B asks | f | seeds | accuracy A − B [95% CI] | AUROC A − B [95% CI] |")
+    print("|---|---|---|---|---|---|---|")
+    at = results[(results.dataset == dataset) & (results.budget == budget)]
+    for (sa, ma), (sb, mb), what in PAIRS:
+        for f in (0, 1):
+            rows = [at[(at.student == s) & (at.method == m) & (at.spending_fraction == f)].set_index("seed")
+                    for s, m in ((sa, ma), (sb, mb))]
+            seeds = len(set(rows[0].index) & set(rows[1].index))
+            if not seeds:
+                continue
+            print(f"| {sa} {ma} | {sb} {mb} | {what} | {f} | {seeds} | {paired(rows[0].accuracy, rows[1].accuracy)} | "
+                  f"{paired(rows[0].auroc, rows[1].auroc)} |")
 
 
 def no_signal(root: Path) -> None:
@@ -91,6 +130,7 @@ def main(folder: str) -> None:
     pgr_at_zero(curves, pd.read_csv(root / "pgr.csv"))
     regimes_table(pd.read_csv(root / "regimes.csv"))
     small_budget_methods(curves)
+    method_differences(pd.read_parquet(root / "results.parquet"))
     no_signal(root)
 
 
