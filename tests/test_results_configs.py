@@ -28,7 +28,7 @@ def test_the_subsets_config_holds_every_cell_of_the_results_config(monkeypatch):
     # A +fewshot cell reads 4 shots before each text: its max_length is its prompts', not the bare texts'.
     lora = {c.method: c.student.max_length for c in added if c.student.label == "smollm2-135m-lora"}
     assert lora["seq-sft+fewshot"] > 2 * lora["seq-sft"]
-    assert len([c for c in added if c.method == "seq-sft+fewshot"]) == 5  # f = 1 only (f = 0: ~35 min a cell)
+    assert len([c for c in added if c.method == "seq-sft+fewshot"]) == 5  # f = 1 only (f = 0: ~20-25 min a cell)
     assert all(c.features_key is not None for c in grid.values() if c.method != "fewshot-prompt")  # head-only
 
 
