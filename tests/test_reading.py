@@ -150,6 +150,21 @@ def test_max_length_auto_sizes_fewshot_cells_for_their_prompts_and_leaves_other_
     assert cut_share(cell_lengths, shown.student.max_length) <= 0.05
 
 
+def test_a_student_is_measured_for_each_way_its_cells_show_it_texts(tmp_path):
+    """+fewshot cells show prompts of fewshot_k shots; ceiling cells (a method or `ceiling: true`) and
+    other methods show the bare texts."""
+    from w2sweep.truncation import readers
+
+    def shots(**overrides):
+        config = parse_config(tiny_config(str(tmp_path), budgets=[4], spending_fractions=[1], **overrides))
+        return sorted(k for _, role, spec, k in readers(config) if role == "student")
+
+    assert shots(methods=["seq-sft+fewshot"]) == [4]
+    assert shots(methods=["seq-sft+fewshot"], ceiling=True) == [0, 4]
+    assert shots(methods=["seq-sft+fewshot", "ceiling"], method_options=dict(fewshot_k=2)) == [0, 2]
+    assert shots(methods=["seq-sft", "fewshot-prompt"], students=[dict(model="tiny-qwen2", name="lm")]) == [0]
+
+
 def test_validate_warns_when_max_length_cuts_the_fewshot_prompts(tmp_path, capsys):
     config = tiny_config(str(tmp_path / "store"), methods=["seq-sft", "seq-sft+fewshot"], budgets=[4],
                          spending_fractions=[1], method_options=dict(fewshot_k=4),

@@ -147,7 +147,8 @@ def readers(config):
 
     seen = set()
     for sub in sub_configs(config):
-        shots = sorted({0 if m == CEILING else shots_shown(m, sub.method_options) for m in sub.methods})
+        shown = {0 if m == CEILING else shots_shown(m, sub.method_options) for m in sub.methods}
+        shots = sorted(shown | ({0} if sub.ceiling else set()))  # ceiling cells read the bare texts
         for dataset in sub.datasets:
             weaks = [] if dataset.weak_label is not None else sub.weak_supervisors
             found = [(dataset, "weak supervisor", w, 0) for w in weaks]
